@@ -1,0 +1,231 @@
+"""Benchmark tables: device latencies, test accuracies and proxy values per architecture.
+
+Every array is indexed by the NATS-Bench architecture index (15,625 entries). Three
+sources load into the same in-memory `Benchmark`:
+  * the project's bundle (`latency_ms.npz`, `test_accuracy.npz`, `proxies_<dataset>.npz`),
+    or any latency file of that layout;
+  * the official HW-NAS-Bench pickle (`data["nasbench201"][dataname][metric][index]`);
+  * NATS-Bench itself through the `nats_bench` package.
+Test accuracies are for scoring only: nothing in meta-training or search reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from hwnas_jax import searchspace
+
+DATA_DIR_ENV = "HWNAS_DATA_DIR"
+PROXY_NAMES = ("naswot", "logsynflow", "skip")
+PAPER_PROXY = PROXY_NAMES  # the paper's combination: mean of min-max normalised values
+# PROTOCOL.md's split: the validation devices never inform anything fitted or trained.
+VALIDATION_DEVICES = ("eyeriss", "fpga", "gold_6226", "titan_rtx_256")
+HWNASBENCH_DATANAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "ImageNet"}
+
+
+class BenchmarkDataError(ValueError):
+  """A benchmark file is missing or malformed; the message says which and why."""
+
+
+def data_dir(path: str | os.PathLike | None = None) -> str:
+  """The bundle folder: `path` if given, else $HWNAS_DATA_DIR. Raises if neither exists."""
+  candidate = path if path else os.environ.get(DATA_DIR_ENV)
+  if not candidate:
+    raise BenchmarkDataError(
+        f"no benchmark folder given: pass --data_dir or set ${DATA_DIR_ENV} to the folder "
+        "holding latency_ms.npz, test_accuracy.npz and proxies_<dataset>.npz")
+  if not os.path.isdir(candidate):
+    source = "argument" if path else f"${DATA_DIR_ENV}"
+    raise BenchmarkDataError(f"benchmark folder {candidate!r} (from {source}) does not exist")
+  return os.fspath(candidate)
+
+
+def _require_file(path: str | os.PathLike) -> str:
+  if not os.path.isfile(path):
+    raise BenchmarkDataError(f"file not found: {os.path.abspath(path)!r}")
+  return os.fspath(path)
+
+
+def check_table(name: str, values: np.ndarray, *, positive: bool = False,
+                allow_nan: bool = False, source: str = "") -> np.ndarray:
+  """One value per architecture, finite (NaN only where allowed), positive if asked."""
+  where = f" in {source}" if source else ""
+  values = np.asarray(values, dtype=np.float64)
+  if values.shape != (searchspace.NUM_ARCHS,):
+    raise BenchmarkDataError(
+        f"{name!r}{where}: expected {searchspace.NUM_ARCHS} values (one per architecture), "
+        f"got shape {values.shape}")
+  nan = np.isnan(values)
+  if nan.any() and not allow_nan:
+    raise BenchmarkDataError(f"{name!r}{where}: {int(nan.sum())} NaN values, "
+                             f"first at index {int(np.argmax(nan))}")
+  if np.isinf(values).any():
+    raise BenchmarkDataError(f"{name!r}{where}: infinite values at index "
+                             f"{int(np.argmax(np.isinf(values)))}")
+  if positive:
+    bad = ~nan & (values <= 0)
+    if bad.any():
+      raise BenchmarkDataError(f"{name!r}{where}: {int(bad.sum())} latencies <= 0, first at "
+                               f"index {int(np.argmax(bad))} ({values[np.argmax(bad)]})")
+  values.setflags(write=False)
+  return values
+
+
+def _load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  path = _require_file(path)
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {key: data[key] for key in data.files}
+  except Exception as error:  # a zip or npy error; say which file
+    raise BenchmarkDataError(f"cannot read {path!r} as .npz: {error}") from error
+
+
+def load_latency_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """A latency `.npz`: one key per device, 15,625 latencies in ms each."""
+  tables = _load_npz(path)
+  if not tables:
+    raise BenchmarkDataError(f"{path!r} holds no device")
+  return {name: check_table(name, values, positive=True, source=os.fspath(path))
+          for name, values in tables.items()}
+
+
+def load_test_accuracy(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  tables = _load_npz(path)
+  return {name: check_table(name, values, source=os.fspath(path)) for name, values in tables.items()}
+
+
+def load_proxy_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """A proxy `.npz` (the bundle's `proxies_<dataset>.npz` or `score_proxies` output)."""
+  tables = _load_npz(path)
+  missing = [name for name in PROXY_NAMES if name not in tables]
+  if missing:
+    raise BenchmarkDataError(f"{path!r} lacks proxies {missing}; it has {sorted(tables)}")
+  return {name: check_table(name, tables[name], source=os.fspath(path))
+          for name in tables if name != "index"}
+
+
+def load_hwnasbench(path: str | os.PathLike, dataset: str = "cifar10",
+                    metrics: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+  """Latency tables from the official HW-NAS-Bench pickle, keyed by device name.
+
+  Entries that are negative (edgetpu: the compilation failed) become NaN: they are
+  architectures the device cannot run, never a latency.
+  """
+  path = _require_file(path)
+  if dataset not in HWNASBENCH_DATANAMES:
+    raise BenchmarkDataError(f"unknown dataset {dataset!r}; known: {list(HWNASBENCH_DATANAMES)}")
+  try:
+    with open(path, "rb") as f:
+      data = pickle.load(f)
+    per_metric = data["nasbench201"][HWNASBENCH_DATANAMES[dataset]]
+  except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as error:
+    raise BenchmarkDataError(
+        f"{path!r} is not laid out as HW-NAS-Bench (data['nasbench201'][dataname][metric]"
+        f"[index]): {error!r}") from error
+  names = metrics or [m for m in per_metric if m.endswith("_latency")]
+  tables = {}
+  for metric in names:
+    if metric not in per_metric:
+      raise BenchmarkDataError(f"{path!r} has no metric {metric!r}; it has {sorted(per_metric)}")
+    column = per_metric[metric]
+    values = np.array([column[i] for i in range(searchspace.NUM_ARCHS)], dtype=np.float64)
+    values[values < 0] = np.nan
+    tables[metric.removesuffix("_latency")] = check_table(
+        metric, values, positive=True, allow_nan=True, source=path)
+  return tables
+
+
+def load_nats_bench(path: str | os.PathLike, datasets: Iterable[str] = searchspace.DATASETS,
+                    indices: Iterable[int] | None = None) -> dict[str, np.ndarray]:
+  """Test accuracies from NATS-Bench (`nats_bench`, 200 epochs, mean over seeds).
+
+  cifar10 uses `test-accuracy`, cifar100 and ImageNet16-120 `valtest-accuracy` (the
+  original test split). Indices not asked for are NaN, so a partial export still lines up.
+  """
+  from nats_bench import create  # optional dependency at import time
+
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise BenchmarkDataError(f"NATS-Bench not found at {os.path.abspath(path)!r}")
+  api = create(path, "tss", fast_mode=True, verbose=False)
+  indices = range(searchspace.NUM_ARCHS) if indices is None else list(indices)
+  tables = {}
+  for dataset in datasets:
+    key = "test-accuracy" if dataset == "cifar10" else "valtest-accuracy"
+    values = np.full(searchspace.NUM_ARCHS, np.nan)
+    for i in indices:
+      values[i] = api.get_more_info(int(i), dataset, hp="200", is_random=False)[key]
+    tables[dataset] = values
+  return tables
+
+
+def minmax(values: np.ndarray) -> np.ndarray:
+  lo, hi = np.nanmin(values), np.nanmax(values)
+  return (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+
+
+def combined_proxy(proxies: Mapping[str, np.ndarray], names: Sequence[str] = PAPER_PROXY) -> np.ndarray:
+  """The paper's accuracy proxy: mean of the min-max normalised proxies (over the space)."""
+  return np.mean([minmax(np.asarray(proxies[name], dtype=np.float64)) for name in names], axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+  """All tables of one benchmark; `latency_ms` may hold devices from several files."""
+  latency_ms: Mapping[str, np.ndarray]
+  test_accuracy: Mapping[str, np.ndarray]
+  proxies: Mapping[str, Mapping[str, np.ndarray]]
+  source: str = ""
+
+  @property
+  def devices(self) -> tuple[str, ...]:
+    return tuple(self.latency_ms)
+
+  @property
+  def datasets(self) -> tuple[str, ...]:
+    return tuple(d for d in searchspace.DATASETS if d in self.proxies)
+
+  def latency(self, device: str) -> np.ndarray:
+    if device not in self.latency_ms:
+      raise KeyError(f"unknown device {device!r}; known devices: {', '.join(self.devices)}")
+    return self.latency_ms[device]
+
+  def proxy(self, dataset: str, names: Sequence[str] = PAPER_PROXY) -> np.ndarray:
+    """The combined accuracy proxy of a dataset (free of charge, device independent)."""
+    if dataset not in self.proxies:
+      raise KeyError(f"no proxies for dataset {dataset!r}; known: {', '.join(self.datasets)}")
+    return combined_proxy(self.proxies[dataset], names)
+
+  def accuracy(self, dataset: str) -> np.ndarray:
+    if dataset not in self.test_accuracy:
+      raise KeyError(f"no test accuracy for dataset {dataset!r}; known: {sorted(self.test_accuracy)}")
+    return self.test_accuracy[dataset]
+
+  @property
+  def training_devices(self) -> tuple[str, ...]:
+    """Every device of the benchmark that is not a validation device."""
+    return tuple(d for d in self.devices if d not in VALIDATION_DEVICES)
+
+  def select_devices(self, names: Sequence[str]) -> "Benchmark":
+    for name in names:
+      self.latency(name)  # raises with the known names
+    return dataclasses.replace(self, latency_ms={n: self.latency_ms[n] for n in names})
+
+
+def load_benchmark(directory: str | os.PathLike | None = None, latency_file: str | None = None,
+                   proxy_files: Mapping[str, str] | None = None) -> Benchmark:
+  """The bundle in `directory` (or $HWNAS_DATA_DIR); another latency or proxy file may replace its own."""
+  directory = data_dir(directory)
+  latency = load_latency_file(latency_file or os.path.join(directory, "latency_ms.npz"))
+  accuracy = load_test_accuracy(os.path.join(directory, "test_accuracy.npz"))
+  proxy_files = dict(proxy_files or {})
+  proxies = {}
+  for dataset in searchspace.DATASETS:
+    path = proxy_files.get(dataset, os.path.join(directory, f"proxies_{dataset}.npz"))
+    proxies[dataset] = load_proxy_file(path)
+  return Benchmark(latency, accuracy, proxies, source=os.path.abspath(directory))

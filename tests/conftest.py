@@ -1,0 +1,29 @@
+"""Shared fixtures: the benchmark bundle comes from $HWNAS_DATA_DIR (set by .ci/run)."""
+
+import os
+
+import pytest
+
+from hwnas_jax import bench
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+  path = os.environ.get(bench.DATA_DIR_ENV)
+  if not path or not os.path.isdir(path):
+    pytest.skip(f"${bench.DATA_DIR_ENV} is not set to the benchmark bundle")
+  return path
+
+
+@pytest.fixture(scope="session")
+def benchmark(data_dir):
+  return bench.load_benchmark(data_dir)
+
+
+@pytest.fixture(scope="session")
+def nats_fixture_dir(data_dir):
+  path = os.path.join(os.path.dirname(os.path.abspath(data_dir)), "nats_fixture",
+                      "NATS-tss-v1_0-3ffb9-simple")
+  if not os.path.isdir(path):
+    pytest.skip(f"NATS-Bench fixture not found beside the bundle at {path}")
+  return path

@@ -55,7 +55,10 @@ def check_table(name: str, values: np.ndarray, *, positive: bool = False,
                 allow_nan: bool = False, source: str = "") -> np.ndarray:
   """One value per architecture, finite (NaN only where allowed), positive if asked."""
   where = f" in {source}" if source else ""
-  values = np.asarray(values, dtype=np.float64)
+  try:  # a copy: freezing it below must not freeze the caller's array
+    values = np.array(values, dtype=np.float64)
+  except (TypeError, ValueError) as error:
+    raise BenchmarkDataError(f"{name!r}{where}: not numeric: {error}") from error
   if values.shape != (searchspace.NUM_ARCHS,):
     raise BenchmarkDataError(
         f"{name!r}{where}: expected {searchspace.NUM_ARCHS} values (one per architecture), "
@@ -119,21 +122,33 @@ def load_hwnasbench(path: str | os.PathLike, dataset: str = "cifar10",
   path = _require_file(path)
   if dataset not in HWNASBENCH_DATANAMES:
     raise BenchmarkDataError(f"unknown dataset {dataset!r}; known: {list(HWNASBENCH_DATANAMES)}")
+  layout = "data['nasbench201'][dataname][metric][index]"
   try:
     with open(path, "rb") as f:
       data = pickle.load(f)
     per_metric = data["nasbench201"][HWNASBENCH_DATANAMES[dataset]]
-  except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as error:
+    available = sorted(per_metric)
+  except Exception as error:  # any unpickling or layout error; say which file and why
     raise BenchmarkDataError(
-        f"{path!r} is not laid out as HW-NAS-Bench (data['nasbench201'][dataname][metric]"
-        f"[index]): {error!r}") from error
-  names = metrics or [m for m in per_metric if m.endswith("_latency")]
+        f"{path!r} is not a HW-NAS-Bench pickle laid out as {layout}: {error!r}") from error
+  names = list(metrics) if metrics else [
+      m for m in available if isinstance(m, str) and m.endswith("_latency")]
+  if not names:
+    raise BenchmarkDataError(f"{path!r} has no *_latency metric for {dataset!r}; "
+                             f"it has {available}")
   tables = {}
   for metric in names:
     if metric not in per_metric:
-      raise BenchmarkDataError(f"{path!r} has no metric {metric!r}; it has {sorted(per_metric)}")
+      raise BenchmarkDataError(f"{path!r} has no metric {metric!r}; it has {available}")
     column = per_metric[metric]
-    values = np.array([column[i] for i in range(searchspace.NUM_ARCHS)], dtype=np.float64)
+    try:
+      if len(column) != searchspace.NUM_ARCHS:
+        raise ValueError(f"{len(column)} entries")
+      values = np.array([column[i] for i in range(searchspace.NUM_ARCHS)], dtype=np.float64)
+    except Exception as error:  # wrong length, missing index, not numeric
+      raise BenchmarkDataError(
+          f"{metric!r} in {path!r}: expected {searchspace.NUM_ARCHS} numbers (one per "
+          f"architecture, {layout}): {error}") from error
     values[values < 0] = np.nan
     tables[metric.removesuffix("_latency")] = check_table(
         metric, values, positive=True, allow_nan=True, source=path)
@@ -152,14 +167,25 @@ def load_nats_bench(path: str | os.PathLike, datasets: Iterable[str] = searchspa
   path = os.fspath(path)
   if not os.path.exists(path):
     raise BenchmarkDataError(f"NATS-Bench not found at {os.path.abspath(path)!r}")
+  datasets = list(datasets)
+  unknown = [d for d in datasets if d not in searchspace.DATASETS]
+  if unknown:
+    raise BenchmarkDataError(f"unknown datasets {unknown}; known: {list(searchspace.DATASETS)}")
+  # Checked first: a negative index would otherwise silently fill values[-1].
+  indices = (range(searchspace.NUM_ARCHS) if indices is None
+             else [searchspace.check_index(i) for i in indices])
   api = create(path, "tss", fast_mode=True, verbose=False)
-  indices = range(searchspace.NUM_ARCHS) if indices is None else list(indices)
   tables = {}
   for dataset in datasets:
     key = "test-accuracy" if dataset == "cifar10" else "valtest-accuracy"
     values = np.full(searchspace.NUM_ARCHS, np.nan)
     for i in indices:
-      values[i] = api.get_more_info(int(i), dataset, hp="200", is_random=False)[key]
+      try:
+        values[i] = api.get_more_info(i, dataset, hp="200", is_random=False)[key]
+      except (AssertionError, FileNotFoundError, KeyError) as error:  # nats_bench asserts
+        raise BenchmarkDataError(
+            f"NATS-Bench at {os.path.abspath(path)!r} has no 200-epoch {dataset!r} record for "
+            f"architecture {i}: {error}") from error
     tables[dataset] = values
   return tables
 

@@ -48,11 +48,12 @@ class ProbeBudget:
   """Wraps a device: at most `num_probes` calls of `measure`, each one recorded."""
 
   def __init__(self, device: Device, num_probes: int):
-    if num_probes < 1:
-      raise ValueError(f"num_probes must be >= 1, got {num_probes}")
+    # A whole number: with K = 2.5, `remaining` would never reach 0 and never stop a method.
+    if isinstance(num_probes, bool) or not float(num_probes).is_integer() or num_probes < 1:
+      raise ValueError(f"num_probes must be a whole number >= 1, got {num_probes!r}")
     self.device = device
     self.name = device.name
-    self.num_probes = num_probes
+    self.num_probes = int(num_probes)
     self.probes: list[Probe] = []
 
   @property
@@ -60,7 +61,7 @@ class ProbeBudget:
     return self.num_probes - len(self.probes)
 
   def measure(self, index: int) -> float:
-    if not self.remaining:
+    if self.remaining <= 0:
       raise ProbeLimitExceeded(
           f"probe {len(self.probes) + 1} on {self.name!r} exceeds the budget of "
           f"{self.num_probes} latency probes")
@@ -70,6 +71,11 @@ class ProbeBudget:
     return latency_ms
 
   def is_valid(self, index: int | None, budget_ms: float) -> bool:
-    """The protocol's validity rule: the answer was measured, within the budget."""
-    return index is not None and any(p.index == index and p.latency_ms <= budget_ms
-                                     for p in self.probes)
+    """The protocol's validity rule: the answer was measured, within the budget.
+
+    A measurement of inf (the device cannot run it) is never within budget, not even
+    an infinite one.
+    """
+    return index is not None and any(
+        p.index == index and np.isfinite(p.latency_ms) and p.latency_ms <= budget_ms
+        for p in self.probes)

@@ -51,15 +51,17 @@ def _mutate(ops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def regularized_evolution(task: Task, device: Device, rng: np.random.Generator,
                           population_size: int = 4, tournament_size: int = 2) -> int | None:
-  """REA (Real et al. 2019) spending one probe per child; fitness = proxy if within budget.
+  """REA (Real et al. 2019) spending one probe per child; fitness = proxy within budget.
 
-  An over-budget member has fitness -inf, so tournaments prefer feasible parents.
+  Constraint domination (Deb 2000): a feasible member beats an infeasible one, and of two
+  infeasible members the faster wins, so the search walks back under the budget.
   """
   ops = searchspace.arch_ops()
   probed: dict[int, float] = {}
 
   def fitness(i):
-    return task.proxy[i] if probed[i] <= task.budget_ms else -np.inf
+    feasible = probed[i] <= task.budget_ms
+    return (feasible, task.proxy[i] if feasible else -probed[i])
 
   population = []
   for i in rng.choice(searchspace.NUM_ARCHS, size=min(population_size, task.num_probes),
@@ -84,14 +86,15 @@ def _uniform_cells(op_names: Sequence[str]) -> list[int]:
 
 
 def least_squares(task: Task, device: Device, rng: np.random.Generator,
-                  margin: float = 0.05,
+                  margin: float = 0.0,
                   first_probes: Sequence[str] = ("nor_conv_3x3", "nor_conv_1x1", "skip_connect"),
                   ) -> int | None:
   """In-context least squares: latency ~ linear in the operation counts.
 
   Probe a few uniform cells, then repeatedly fit the probes so far and probe the
   best-proxy unprobed architecture whose predicted latency times (1 + margin) fits the
-  budget (the fastest predicted one if none does).
+  budget (the fastest predicted one if none does). The margin default was chosen on the
+  13 training devices (0.0: 64.4 % there vs 63.5 % at 0.05), never on validation devices.
   """
   del rng  # deterministic
   features = searchspace.op_counts().astype(np.float64)
@@ -146,3 +149,18 @@ def _argmax_within(score: np.ndarray, latency_ms: np.ndarray, budget_ms: float) 
 
 
 REFERENCES = {"oracle": oracle, "proxy_oracle": proxy_oracle}
+
+
+def make_method(name: str, checkpoint: str | None = None) -> Method | None:
+  """A method by name; None for a reference (scored from the table by the harness)."""
+  if name in REFERENCES:
+    return None
+  if name in METHODS:
+    return METHODS[name]
+  if name in ("controller", "paper_controller"):
+    if not checkpoint:
+      raise ValueError(f"method {name!r} needs --checkpoint (the --workdir of a meta_train run)")
+    from hwnas_jax import deploy  # pylint: disable=import-outside-toplevel
+    return deploy.load_method(checkpoint, name)
+  known = sorted([*METHODS, *REFERENCES, "controller", "paper_controller"])
+  raise ValueError(f"unknown method {name!r}; known: {', '.join(known)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.resources
+import operator
 import re
 from typing import Sequence
 
@@ -51,19 +52,30 @@ def _code_to_index() -> np.ndarray:
   return lookup
 
 
+def _check_ops(ops: Sequence[int]) -> np.ndarray:
+  """`ops` as (6,) int64 operation indices; raises ValueError unless whole numbers in range."""
+  array = np.asarray(ops)
+  ok = array.shape == (NUM_EDGES,) and (np.issubdtype(array.dtype, np.integer) or (
+      np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array))))
+  if not ok or array.min() < 0 or array.max() >= NUM_OPS:
+    raise ValueError(f"expected {NUM_EDGES} integer operation indices in [0, {NUM_OPS}), "
+                     f"got {array.tolist()!r}")
+  return array.astype(np.int64)
+
+
 def ops_to_index(ops: Sequence[int]) -> int:
-  ops = np.asarray(ops)
-  if ops.shape != (NUM_EDGES,) or ops.min() < 0 or ops.max() >= NUM_OPS:
-    raise ValueError(f"expected {NUM_EDGES} operation indices in [0, {NUM_OPS}), got {ops.tolist()}")
+  ops = _check_ops(ops)
   return int(_code_to_index()[int(ops @ (NUM_OPS ** np.arange(NUM_EDGES - 1, -1, -1)))])
 
 
 def ops_to_string(ops: Sequence[int]) -> str:
-  o = [OPS[int(i)] for i in ops]
+  o = [OPS[i] for i in _check_ops(ops)]
   return f"|{o[0]}~0|+|{o[1]}~0|{o[2]}~1|+|{o[3]}~0|{o[4]}~1|{o[5]}~2|"
 
 
 def string_to_ops(arch: str) -> np.ndarray:
+  if not isinstance(arch, str):
+    raise TypeError(f"architecture string expected, got {type(arch).__name__}: {arch!r}")
   match = _ARCH_RE.match(arch.strip())
   if not match or any(name not in OPS for name in match.groups()):
     raise ValueError(f"not a NAS-Bench-201 architecture string: {arch!r} "
@@ -80,9 +92,17 @@ def string_to_index(arch: str) -> int:
 
 
 def check_index(index: int) -> int:
-  if not 0 <= int(index) < NUM_ARCHS:
+  """`index` as a Python int; TypeError unless an integer, IndexError unless in range."""
+  try:
+    if isinstance(index, (bool, np.bool_)):
+      raise TypeError
+    index = operator.index(index)  # int, numpy or JAX integer scalars; never a float
+  except TypeError:
+    raise TypeError(f"architecture index must be an integer, got {type(index).__name__}: "
+                    f"{index!r}") from None
+  if not 0 <= index < NUM_ARCHS:
     raise IndexError(f"architecture index {index} outside [0, {NUM_ARCHS})")
-  return int(index)
+  return index
 
 
 def one_hot(ops: np.ndarray | None = None) -> np.ndarray:

@@ -1,0 +1,31 @@
+"""The full meta-training run: 4,096 synthetic devices per update (sized for an accelerator)."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.name = "controller"
+  config.seed = 0
+  config.num_probes = 10            # K: latency probes per episode
+  config.num_devices = 4096         # synthetic-device episodes per update
+  config.num_updates = 300
+  config.budget_percentiles = (5.0, 60.0)  # budgets drawn as latency percentiles of each device
+  config.prior = "mixture"          # synthetic-device prior fitted on the training devices
+  config.hidden_size = 64
+  # PPO
+  config.learning_rate = 3e-4
+  config.num_epochs = 4
+  config.num_minibatches = 8
+  config.gamma = 1.0
+  config.gae_lambda = 0.95
+  config.clip_eps = 0.2
+  config.vf_coef = 0.5
+  config.ent_coef = 0.0
+  config.max_grad_norm = 0.5
+  # Bookkeeping
+  config.eval_every = 10            # greedy evaluation on held-out synthetic devices
+  config.eval_devices = 1024
+  config.checkpoint_every = 10
+  config.num_shards = 1             # local accelerators the episode batch is split over
+  return config

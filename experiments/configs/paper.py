@@ -1,0 +1,23 @@
+"""The paper-faithful controller of DESIGN.md (sim-is-more), to stand beside ours.
+
+Edit actions, a history of 5, the paper's reward, an MLP policy, a one-number-per-operator
+truncated-normal prior fitted on the training devices (bounds in ms), 10 steps, PPO with
+gamma 0.6 and lr 3e-4 for about 1e5 probe-steps.
+"""
+
+from experiments.configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.name = "paper_controller"
+  config.prior = "paper"
+  config.num_devices = 256
+  config.num_updates = 40          # 40 x 256 episodes x 9 edit steps ~ 1e5 steps
+  config.gamma = 0.6
+  config.learning_rate = 3e-4
+  config.num_epochs = 10           # Stable-Baselines3's PPO defaults
+  config.num_minibatches = 32
+  config.ent_coef = 0.0
+  config.eval_devices = 256
+  return config

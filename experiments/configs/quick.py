@@ -1,0 +1,13 @@
+"""A short run for the README's main job: at most 10 minutes on two CPU cores."""
+
+from experiments.configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.num_devices = 256
+  config.num_updates = 60
+  config.num_minibatches = 4
+  config.num_epochs = 2
+  config.eval_devices = 256
+  return config

@@ -1,0 +1,244 @@
+r"""The machine itself as the target device: search it with K probes, against a measured sample.
+
+  python -m experiments.host_study --methods=controller,lsq,random --seeds=5 --probes=10
+
+1. Measures `--num_archs` random architectures (seed `--sample_seed`) on this machine
+   (`hwnas_jax.host.HostDevice`) as a ground-truth sample; saved to an .npz in `--out_dir`
+   and reused by reruns with the same settings.
+2. Sets the budget to the sample's median latency.
+3. Runs each method of `--methods` (those not in the registry are skipped with a note) for
+   `--seeds` seeds, K probes each, each run on a fresh HostDevice (so every probe compiles).
+4. Reports each answer's test accuracy (bundle, for information), its latency re-measured
+   after the search, where that lies in the sample (percentile rank), and the time per probe.
+Writes `host_study.json`, `host_study.png` (sample, budget, answers) and one PNG per run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import flags
+import numpy as np
+from tqdm import tqdm
+
+from experiments import cli
+from experiments import search as search_cli
+from hwnas_jax import bench
+from hwnas_jax import host
+from hwnas_jax import search
+from hwnas_jax import searchspace
+
+FLAGS = flags.FLAGS
+SAMPLE_FIELDS = ("latency_ms", "iqr_ms", "std_ms", "build_s", "compile_s", "wall_s")
+
+
+def define_flags() -> None:
+  flags.DEFINE_enum("dataset", "cifar10", list(searchspace.DATASETS), "Dataset.")
+  flags.DEFINE_integer("num_archs", 200, "Architectures in the ground-truth sample.")
+  flags.DEFINE_integer("sample_seed", 0, "Seed of the sampled architectures.")
+  flags.DEFINE_list("methods", ["controller", "lsq", "random"], "Search methods.")
+  flags.DEFINE_integer("seeds", 5, "Runs per method, seeds 0..seeds-1.")
+  flags.DEFINE_integer("probes", 10, "Latency probes K per run.")
+  flags.DEFINE_string("checkpoint", None, "Trained controller (controller methods).")
+  flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
+  flags.DEFINE_string("out_dir", "results/host_study", "Where the sample, JSON and PNGs go.")
+  flags.DEFINE_integer("batch_size", 1, "Images per forward pass.")
+  flags.DEFINE_integer("image_size", None, "Image side (default: the dataset's).")
+  flags.DEFINE_integer("channels", 16, "Channels C of the network.")
+  flags.DEFINE_integer("num_cells", 5, "Cells N per stage.")
+  flags.DEFINE_integer("repeats", 20, "Timed forward passes per measurement.")
+  flags.DEFINE_integer("warmup", 3, "Untimed passes before timing.")
+
+
+def sample_indices(num_archs: int, seed: int) -> np.ndarray:
+  return np.sort(np.random.default_rng(seed).choice(searchspace.NUM_ARCHS, num_archs,
+                                                    replace=False))
+
+
+def measure_sample(device: host.HostDevice, indices: np.ndarray, path: str) -> dict:
+  """Latencies of `indices` on `device`, from `path` if it holds them for the same settings."""
+  settings = json.dumps(device.settings(), sort_keys=True)
+  if os.path.isfile(path):
+    with np.load(path) as saved:
+      if str(saved["settings"]) == settings and np.array_equal(saved["index"], indices):
+        print(f"reusing the measured sample {path}")
+        return {key: saved[key] for key in saved.files} | {"reused": True}
+    print(f"{path} was measured with other settings or architectures: measuring again")
+  start = time.perf_counter()
+  for index in tqdm(indices, desc="host sample", unit="arch"):
+    device.measure(int(index))
+  total_s = time.perf_counter() - start
+  sample = {"index": indices, "settings": np.array(settings), "total_s": np.array(total_s)}
+  for field in SAMPLE_FIELDS:
+    sample[field] = np.array([getattr(r, field) for r in device.records])
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  np.savez(path, **sample)
+  print(f"measured {len(indices)} architectures in {total_s:.0f} s; saved {path}")
+  return sample | {"reused": False}
+
+
+def available_methods(names, checkpoint):
+  """{name: method} for the names the registry can give; a note for each it cannot."""
+  methods = {}
+  for name in names:
+    try:
+      methods[name] = search_cli.resolve_method(name, checkpoint)
+    except search_cli.SearchError as error:
+      print(f"note: skipping {name}: {error}")
+  return methods
+
+
+def percentile_rank(sample_ms: np.ndarray, latency_ms: float) -> float:
+  """Share (%) of the sample at or below `latency_ms`."""
+  return float(100 * np.mean(sample_ms <= latency_ms))
+
+
+def study_row(record: dict, sample_ms: np.ndarray) -> dict:
+  """One run's line of the table; an invalid answer scores 0 (PROTOCOL.md)."""
+  answer, check = record["answer"], record["check"]
+  probes = record["probes"]
+  row = {"method": record["method"], "seed": record["seed"],
+         "index": None if answer is None else answer["index"],
+         "arch": None if answer is None else answer["arch"], "valid": record["valid"],
+         "test_accuracy": None if answer is None else answer["test_accuracy"],
+         "score": answer["test_accuracy"] if record["valid"] else 0.0,
+         "probe_ms": None if answer is None else answer["latency_ms"],
+         "check_ms": None if check is None else check["latency_ms"],
+         "check_within_budget": bool(check and check["within_budget"]),
+         "check_percentile": None if check is None else percentile_rank(sample_ms,
+                                                                         check["latency_ms"]),
+         "s_per_probe": record["time_per_probe_s"],
+         "compile_s_per_probe": float(np.mean([p.get("compile_s", 0.0) for p in probes])),
+         "median_iqr_ms": float(np.median([p.get("iqr_ms", np.nan) for p in probes]))}
+  return row
+
+
+def summarize(rows: list[dict]) -> dict:
+  by_method: dict[str, list[dict]] = {}
+  for row in rows:
+    by_method.setdefault(row["method"], []).append(row)
+  return {name: {"runs": len(r), "mean_score": float(np.mean([x["score"] for x in r])),
+                 "feasible_rate": float(np.mean([x["valid"] for x in r])),
+                 "check_feasible_rate": float(np.mean([x["check_within_budget"] for x in r])),
+                 "mean_s_per_probe": float(np.mean([x["s_per_probe"] for x in r]))}
+          for name, r in by_method.items()}
+
+
+def _fmt(value, spec: str) -> str:
+  return "-" if value is None else format(value, spec)
+
+
+def format_table(rows: list[dict], summary: dict) -> str:
+  header = (f"{'method':<11}{'seed':>5}{'index':>7}{'valid':>6}{'acc %':>7}{'probe ms':>10}"
+            f"{'check ms':>10}{'in B':>6}{'pct':>6}{'s/probe':>9}{'iqr ms':>8}")
+  lines = [header, "-" * len(header)]
+  for r in rows:
+    lines.append(f"{r['method']:<11}{r['seed']:>5}{_fmt(r['index'], 'd'):>7}"
+                 f"{'yes' if r['valid'] else 'no':>6}{_fmt(r['test_accuracy'], '.2f'):>7}"
+                 f"{_fmt(r['probe_ms'], '.3f'):>10}{_fmt(r['check_ms'], '.3f'):>10}"
+                 f"{'yes' if r['check_within_budget'] else 'no':>6}"
+                 f"{_fmt(r['check_percentile'], '.0f'):>6}{r['s_per_probe']:>9.2f}"
+                 f"{r['median_iqr_ms']:>8.3f}")
+  lines += ["", f"{'method':<11}{'runs':>5}{'score':>8}{'feasible':>10}{'check ok':>10}"
+            f"{'s/probe':>9}", "-" * 53]
+  for name, s in summary.items():
+    lines.append(f"{name:<11}{s['runs']:>5}{s['mean_score']:>8.2f}{s['feasible_rate']:>10.2f}"
+                 f"{s['check_feasible_rate']:>10.2f}{s['mean_s_per_probe']:>9.2f}")
+  return "\n".join(lines)
+
+
+def sample_references(sample: dict, budget_ms: float, accuracy: np.ndarray,
+                      proxy: np.ndarray) -> dict:
+  """Best test accuracy and best-proxy accuracy among the sampled architectures within budget."""
+  index, latency_ms = sample["index"], sample["latency_ms"]
+  within = index[latency_ms <= budget_ms]
+  return {"sample_oracle_accuracy": float(accuracy[within].max()),
+          "sample_proxy_oracle_accuracy": float(accuracy[within[np.argmax(proxy[within])]]),
+          "within_budget": int(within.size)}
+
+
+def main(argv):
+  del argv
+  benchmark = bench.load_benchmark(FLAGS.data_dir)
+  dataset = FLAGS.dataset
+  accuracy, proxy = benchmark.accuracy(dataset), benchmark.proxy(dataset)
+  methods = available_methods(FLAGS.methods, FLAGS.checkpoint)
+  settings = {"dataset": dataset, "batch_size": FLAGS.batch_size, "image_size": FLAGS.image_size,
+              "channels": FLAGS.channels, "num_cells": FLAGS.num_cells,
+              "repeats": FLAGS.repeats, "warmup": FLAGS.warmup}
+  sampler = host.HostDevice(**settings)
+  print("host:", json.dumps(sampler.settings()))
+  indices = sample_indices(FLAGS.num_archs, FLAGS.sample_seed)
+  sample_path = os.path.join(FLAGS.out_dir, f"host_sample_{dataset}_n{FLAGS.num_archs}_"
+                                            f"seed{FLAGS.sample_seed}.npz")
+  sample = measure_sample(sampler, indices, sample_path)
+  sample_ms = sample["latency_ms"]
+  budget_ms = float(np.median(sample_ms))
+  references = sample_references(sample, budget_ms, accuracy, proxy)
+  print(f"sample: {len(indices)} architectures (seed {FLAGS.sample_seed}), latency "
+        f"{sample_ms.min():.3f} .. {sample_ms.max():.3f} ms, median {budget_ms:.3f} ms = budget; "
+        f"median IQR of the repeats {np.median(sample['iqr_ms']):.3f} ms; "
+        f"{np.mean(sample['wall_s']):.2f} s per measurement "
+        f"({np.mean(sample['compile_s']):.2f} s of it compiling)")
+  background = np.full(searchspace.NUM_ARCHS, np.nan)
+  background[indices] = sample_ms
+  task = search.Task(dataset, budget_ms, FLAGS.probes, proxy)
+  records, rows = [], []
+  for name, method in methods.items():
+    for seed in range(FLAGS.seeds):
+      device = host.HostDevice(**settings)  # fresh: no executable carried between runs
+      record = search_cli.run_search(device, method, task, seed, accuracy, name)
+      record["host_measurements"] = [m.to_dict() for m in device.records]
+      records.append(record)
+      rows.append(study_row(record, sample_ms))
+      for line in search_cli.format_record(record).splitlines():
+        if line.startswith(("answer", "check")):
+          print(f"{name} seed {seed}: {line}")
+      search_cli.plot_search(record, proxy, os.path.join(FLAGS.out_dir, f"{name}_seed{seed}.png"),
+                             background=background,
+                             background_label=f"{len(indices)} sampled architectures (host)")
+  summary = summarize(rows)
+  print(format_table(rows, summary))
+  print(f"within the budget, sample oracle {references['sample_oracle_accuracy']:.2f} %, "
+        f"sample proxy oracle {references['sample_proxy_oracle_accuracy']:.2f} % "
+        f"({references['within_budget']} sampled architectures within budget)")
+  result = {"host": sampler.settings(), "sample_seed": FLAGS.sample_seed,
+            "num_archs": FLAGS.num_archs, "sample_file": sample_path,
+            "sample_total_s": float(sample["total_s"]), "sample_reused": sample["reused"],
+            "sample_median_iqr_ms": float(np.median(sample["iqr_ms"])),
+            "sample_mean_s_per_arch": float(np.mean(sample["wall_s"])),
+            "budget_ms": budget_ms, "probes": FLAGS.probes, "seeds": list(range(FLAGS.seeds)),
+            "percentile_note": "check_percentile = share (%) of the sample at or below the "
+                               "re-measured latency of the answer",
+            **references, "rows": rows, "summary": summary, "runs": records}
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  output = os.path.join(FLAGS.out_dir, "host_study.json")
+  with open(output, "w") as f:
+    json.dump(result, f, indent=1)
+  if records:
+    plot_study(records, rows, proxy, background, budget_ms, os.path.join(FLAGS.out_dir,
+                                                                       "host_study.png"))
+  print(f"wrote {output} and the PNGs in {FLAGS.out_dir}")
+
+
+def plot_study(records, rows, proxy, background, budget_ms, path):
+  """The sample, the budget and every run's answer at its re-measured latency."""
+  colors = dict(zip(dict.fromkeys(r["method"] for r in rows), ["tab:blue", "tab:green",
+                                                              "tab:purple", "tab:orange"]))
+  extras = [{"latency_ms": r["check_ms"], "proxy": float(proxy[r["index"]]),
+             "color": colors.get(r["method"], "k"), "label": f"{r['method']} answers (re-measured)",
+             "marker": "o" if r["valid"] else "X"}
+            for r in rows if r["index"] is not None]
+  summary_record = {"probes": [], "answer": None, "budget_ms": budget_ms, "valid": False,
+                    "device": records[0]["device"], "dataset": records[0]["dataset"],
+                    "method": "answers of every run", "num_probes": records[0]["num_probes"],
+                    "seed": f"{rows[0]['seed']}..{rows[-1]['seed']}"}
+  search_cli.plot_search(summary_record, proxy, path, background=background,
+                         background_label="sampled architectures (host)", extra_answers=extras)
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)

@@ -1,0 +1,332 @@
+"""The NATS-Bench topology network (xautodl `TinyNetwork`) in Flax.
+
+One module, three ways to say which architecture it runs (`ops`):
+  * a static tuple of 6 ints: a specialised network; only the chosen operations are
+    built and `none` edges are skipped, so XLA compiles exactly that network (what a
+    latency probe must time);
+  * a (6,) int array: one compiled program for every architecture; each edge picks
+    its operation with `lax.switch`, so on a CPU only the chosen operation runs
+    (a cheap way to score many architectures one after the other), and the cells
+    of a stage run as a `lax.scan`, so XLA compiles one cell per stage;
+  * a (6, 5) one-hot array: a masked supernet that computes every operation and
+    weights them by the one-hot, so `jax.vmap` over architectures works in one jit
+    (under `vmap` the switch form turns into this too).
+All three read the same parameters: the tree made by `init_params(rng)` (every
+operation of every edge) serves any architecture; a specialised network ignores the
+weights it does not use. Edges follow `searchspace.EDGES`, operations `searchspace.OPS`.
+
+Batch norm uses the statistics of the batch, as a freshly built PyTorch network in
+training mode does (that is how the published proxies were computed); no running
+averages are kept, so `apply` needs no mutable collection. Initialisation follows
+FreeREA (see KERNEL_INIT), not PyTorch's default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hwnas_jax import searchspace
+
+NONE, SKIP, CONV1, CONV3, POOL = range(searchspace.NUM_OPS)
+_CONV_KERNEL = {CONV1: 1, CONV3: 3}
+BN_EPS = 1e-5  # PyTorch's default
+
+
+# FreeREA's initialisation, which the bundle's proxies were computed with (its logsynflow
+# values match it to 0.1 %, PyTorch's default init gives a third of them): He normal with
+# fan_out for every conv and linear weight, zero linear bias, BN scale 1 and bias 0.
+KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class ConvBNParams(nn.Module):
+  """The weights of one (ReLU-)Conv-BN, returned rather than applied.
+
+  Returning arrays lets `lax.switch` choose among operations with pure functions
+  (Flax modules cannot be called inside a raw JAX control-flow branch).
+  """
+  kernel_size: int
+  features: int
+  use_batchnorm: bool = True
+
+  @nn.compact
+  def __call__(self, in_features: int) -> dict[str, jax.Array]:
+    k = self.kernel_size
+    # float32 even under x64, so a key gives the same weights in every context.
+    shape = (k, k, in_features, self.features)
+    p = {"kernel": self.param("kernel", KERNEL_INIT, shape, jnp.float32)}
+    if self.use_batchnorm:
+      p["scale"] = self.param("scale", nn.initializers.ones, (self.features,), jnp.float32)
+      p["bias"] = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    return p
+
+
+class BNParams(nn.Module):
+  """Affine batch-norm weights alone (the network's last BN)."""
+  features: int
+
+  @nn.compact
+  def __call__(self) -> dict[str, jax.Array]:
+    return {"scale": self.param("scale", nn.initializers.ones, (self.features,), jnp.float32),
+            "bias": self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)}
+
+
+# --- pure building blocks ---------------------------------------------------------------
+
+def batch_norm(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+  """Normalise with the batch's own statistics; identity when the BN is disabled."""
+  if "scale" not in p:
+    return x
+  mean = jnp.mean(x, axis=(0, 1, 2))
+  var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))  # biased, as PyTorch normalises
+  scale = p["scale"].astype(x.dtype) * jax.lax.rsqrt(var + BN_EPS)
+  return (x - mean) * scale + p["bias"].astype(x.dtype)
+
+
+def conv(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  pad = (kernel.shape[0] - 1) // 2
+  return jax.lax.conv_general_dilated(
+      x, kernel.astype(x.dtype), (stride, stride), [(pad, pad), (pad, pad)],
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def relu_conv_bn(p: dict[str, jax.Array], x: jax.Array, stride: int = 1) -> jax.Array:
+  return batch_norm(p, conv(jax.nn.relu(x), p["kernel"], stride))
+
+
+def avg_pool_3x3(x: jax.Array) -> jax.Array:
+  """3x3, stride 1, padding 1, padded zeros not counted (count_include_pad=False)."""
+  y = nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
+  return y.astype(x.dtype)  # its window counts would be float64 under x64
+
+
+def relu_code_kernel(x: jax.Array) -> jax.Array:
+  """(B, B) count of units on which two inputs share their ReLU state (NASWOT's K).
+
+  With codes s in {-1, +1}, agreements = (s s^T + D) / 2: one matmul per ReLU.
+  """
+  s = jnp.where(x > 0, 1.0, -1.0).astype(jnp.float32).reshape(x.shape[0], -1)
+  return 0.5 * (s @ s.T + s.shape[1])
+
+
+def apply_op(op: int, params: dict[int, dict], x: jax.Array) -> jax.Array:
+  """The output of one edge for a static operation index."""
+  if op == NONE:
+    return jnp.zeros_like(x)
+  if op == SKIP:
+    return x
+  if op == POOL:
+    return avg_pool_3x3(x)
+  return relu_conv_bn(params[op], x)
+
+
+# --- architecture forms -------------------------------------------------------------------
+
+def ops_form(ops: Any) -> str:
+  """'static' (tuple of 6 ints), 'switch' ((6,) int array) or 'masked' ((6, 5) one-hot)."""
+  if isinstance(ops, (tuple, list)):
+    if len(ops) != searchspace.NUM_EDGES:
+      raise ValueError(f"expected {searchspace.NUM_EDGES} operation indices, got {ops}")
+    return "static"
+  shape = tuple(np.shape(ops))
+  if shape == (searchspace.NUM_EDGES,):
+    return "switch"
+  if shape == (searchspace.NUM_EDGES, searchspace.NUM_OPS):
+    return "masked"
+  raise ValueError(f"ops must be a tuple of {searchspace.NUM_EDGES} ints, a ({searchspace.NUM_EDGES},) "
+                   f"int array or a ({searchspace.NUM_EDGES}, {searchspace.NUM_OPS}) one-hot; "
+                   f"got shape {shape}")
+
+
+def _edge_output(form: str, op: Any, params: dict[int, dict], x: jax.Array) -> jax.Array:
+  if form == "static":
+    return apply_op(op, params, x)
+  if form == "masked":  # every operation, weighted by the one-hot row
+    outs = [x, relu_conv_bn(params[CONV1], x), relu_conv_bn(params[CONV3], x), avg_pool_3x3(x)]
+    op = op.astype(x.dtype)
+    return sum(op[k] * y for k, y in zip((SKIP, CONV1, CONV3, POOL), outs))
+  branches = [lambda p, h, k=k: apply_op(k, p, h) for k in range(searchspace.NUM_OPS)]
+  return jax.lax.switch(op, branches, params, x)
+
+
+def _num_convs(form: str, ops: Any, edges: Sequence[int]):
+  """How many ReLU-Conv-BN edges read a node (each of them is one hooked ReLU)."""
+  if form == "static":
+    return sum(int(ops[e] in _CONV_KERNEL) for e in edges)
+  if form == "masked":
+    return sum(ops[e, CONV1] + ops[e, CONV3] for e in edges)
+  return sum(((ops[e] == CONV1) | (ops[e] == CONV3)).astype(jnp.float32) for e in edges)
+
+
+def _weighted_kernel(form: str, count, x: jax.Array):
+  if form == "static":
+    return count * relu_code_kernel(x) if count else 0.0
+  if form == "switch":  # skip the matmul when no convolution reads this node
+    b = x.shape[0]
+    return jax.lax.cond(count > 0, lambda h: count * relu_code_kernel(h),
+                        lambda h: jnp.zeros((b, b), jnp.float32), x)
+  return count * relu_code_kernel(x)
+
+
+def normalize_ops(ops: Any) -> tuple[str, Any]:
+  """(form, ops) with ops as python ints (static) or a jnp array (switch, masked)."""
+  form = ops_form(ops)
+  if form == "static":
+    return form, tuple(int(o) for o in ops)
+  if form == "switch":
+    return form, jnp.asarray(ops, jnp.int32)
+  return form, jnp.asarray(ops)
+
+
+class CellParams(nn.Module):
+  """The weights of one cell, per edge {op index: ReLU-Conv-BN weights}.
+
+  A static architecture gets its own convolutions only; the array forms get both
+  convolutions of every edge.
+  """
+  channels: int
+  use_batchnorm: bool = True
+
+  @nn.compact
+  def __call__(self, in_features: int, ops: Any) -> list[dict[int, dict]]:
+    form, ops = normalize_ops(ops)
+    params = []
+    for e in range(searchspace.NUM_EDGES):
+      chosen = [ops[e]] if form == "static" else list(_CONV_KERNEL)
+      params.append({op: ConvBNParams(_CONV_KERNEL[op], self.channels, self.use_batchnorm,
+                                      name=f"edge{e}_{searchspace.OPS[op]}")(in_features)
+                     for op in chosen if op in _CONV_KERNEL})
+    return params
+
+
+def cell_forward(ops: Any, params: list[dict[int, dict]], x: jax.Array,
+                 relu_kernel: bool = False) -> tuple[jax.Array, Any]:
+  """One cell: node j = sum of its incoming edges, output = node 3; and its NASWOT kernel."""
+  form, ops = normalize_ops(ops)
+  nodes, kernel = [x], 0.0
+  for j in range(1, 4):
+    incoming = [e for e, (_, dst) in enumerate(searchspace.EDGES) if dst == j]
+    terms = [_edge_output(form, ops[e], params[e], nodes[searchspace.EDGES[e][0]])
+             for e in incoming if not (form == "static" and ops[e] == NONE)]
+    nodes.append(sum(terms[1:], terms[0]) if terms else jnp.zeros_like(x))
+  if relu_kernel:
+    for i in range(3):
+      outgoing = [e for e, (src, _) in enumerate(searchspace.EDGES) if src == i]
+      kernel = kernel + _weighted_kernel(form, _num_convs(form, ops, outgoing), nodes[i])
+  return nodes[3], kernel
+
+
+def stage_forward(ops: Any, cell_params: list, x: jax.Array, relu_kernel: bool = False):
+  """The cells of one stage: unrolled for a static architecture (what XLA should see
+  when timing it), a `lax.scan` over stacked weights otherwise (one cell to compile)."""
+  form, ops = normalize_ops(ops)
+  if form == "static" or len(cell_params) == 1:
+    kernel = 0.0
+    for params in cell_params:
+      x, k = cell_forward(ops, params, x, relu_kernel)
+      kernel = kernel + k
+    return x, kernel
+
+  def step(carry, params):
+    h, kernel = carry
+    h, k = cell_forward(ops, params, h, relu_kernel)
+    return (h.astype(x.dtype), kernel + jnp.asarray(k, kernel.dtype)), None
+
+  stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *cell_params)
+  zero = jnp.zeros((x.shape[0], x.shape[0]) if relu_kernel else (), jnp.float32)
+  (x, kernel), _ = jax.lax.scan(step, (x, zero), stacked)
+  return x, kernel
+
+
+class ResNetBasicBlock(nn.Module):
+  """The reduction between stages: stride-2 ReLU-Conv-BN 3x3, ReLU-Conv-BN 3x3, plus an
+  AvgPool(2) + 1x1-conv shortcut."""
+  features: int
+  use_batchnorm: bool = True
+  relu_kernel: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array):
+    c_in = x.shape[-1]
+    pa = ConvBNParams(3, self.features, self.use_batchnorm, name="conv_a")(c_in)
+    pb = ConvBNParams(3, self.features, self.use_batchnorm, name="conv_b")(self.features)
+    pd = ConvBNParams(1, self.features, False, name="downsample")(c_in)
+    a = relu_conv_bn(pa, x, stride=2)
+    b = relu_conv_bn(pb, a)
+    shortcut = conv(nn.avg_pool(x, (2, 2), strides=(2, 2)).astype(x.dtype), pd["kernel"])
+    kernel = relu_code_kernel(x) + relu_code_kernel(a) if self.relu_kernel else 0.0
+    return shortcut + b, kernel
+
+
+class TinyNetwork(nn.Module):
+  """xautodl's TinyNetwork: stem, 3 stages of `num_cells` cells, BN-ReLU, GAP, linear.
+
+  `__call__(x, ops)` takes NHWC images and returns logits. With `relu_kernel=True` it
+  also sows NASWOT's kernel (summed over every ReLU the PyTorch network hooks) as
+  `intermediates/relu_kernel`. `use_batchnorm=False` removes every batch norm
+  (synflow's network).
+  """
+  num_classes: int = 10
+  channels: int = 16
+  num_cells: int = 5
+  use_batchnorm: bool = True
+  relu_kernel: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, ops: Any) -> jax.Array:
+    ops_form(ops)  # fail early on a malformed architecture
+    stem = ConvBNParams(3, self.channels, self.use_batchnorm, name="stem")(x.shape[-1])
+    x = batch_norm(stem, conv(x, stem["kernel"]))
+    kernel, c = 0.0, self.channels
+    for stage in range(3):
+      if stage:
+        c *= 2
+        x, k = ResNetBasicBlock(c, self.use_batchnorm, self.relu_kernel,
+                                name=f"reduction{stage}")(x)
+        kernel = kernel + k
+      cells = [CellParams(c, self.use_batchnorm, name=f"cell{stage}_{i}")(x.shape[-1], ops)
+               for i in range(self.num_cells)]
+      x, k = stage_forward(ops, cells, x, self.relu_kernel)
+      kernel = kernel + k
+    if self.use_batchnorm:
+      x = batch_norm(BNParams(c, name="lastact")(), x)
+    x = jax.nn.relu(x)
+    if self.relu_kernel:
+      self.sow("intermediates", "relu_kernel", kernel + relu_code_kernel(x))
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, kernel_init=KERNEL_INIT, name="classifier")(x)
+
+
+def network_for(dataset: str = "cifar10", **kwargs) -> TinyNetwork:
+  """The network NATS-Bench trains on `dataset` (its number of classes)."""
+  if dataset not in searchspace.NUM_CLASSES:
+    raise ValueError(f"unknown dataset {dataset!r}; known: {list(searchspace.NUM_CLASSES)}")
+  return TinyNetwork(num_classes=searchspace.NUM_CLASSES[dataset], **kwargs)
+
+
+def init_params(rng: jax.Array, ops: Any = None, dataset: str = "cifar10",
+                network: TinyNetwork | None = None) -> dict:
+  """Random parameters (FreeREA's init); `ops=None` gives every operation's weights.
+
+  The full tree serves every architecture and form, and a weight's value does not
+  depend on which architecture asked for it, so a specialised network's parameters
+  are a subset of the supernet's made from the same `rng`.
+  """
+  network = network or network_for(dataset)
+  if ops is None:
+    ops = np.ones((searchspace.NUM_EDGES, searchspace.NUM_OPS), np.float32)
+  dummy = jnp.zeros((1, 8, 8, 3), jnp.float32)  # shapes do not depend on the image size
+  net = network.clone(relu_kernel=False)
+  if ops_form(ops) == "static":  # jitted: XLA drops the forward pass init would run
+    ops = tuple(int(o) for o in ops)
+    return jax.jit(lambda key: net.init(key, dummy, ops)["params"])(rng)
+  return jax.jit(lambda key, o: net.init(key, dummy, o)["params"])(rng, jnp.asarray(ops))
+
+
+def nhwc(images_nchw: np.ndarray) -> np.ndarray:
+  """NCHW (PyTorch's layout, the bundle's) to NHWC (XLA's)."""
+  return np.transpose(np.asarray(images_nchw), (0, 2, 3, 1))

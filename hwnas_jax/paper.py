@@ -1,0 +1,137 @@
+"""The paper-faithful controller (sim-is-more, DESIGN.md), kept to stand beside ours.
+
+What it keeps from the authors' code: edit actions (set one edge to one operation, 30
+actions), an observation of the last 5 (architecture, latency) pairs, the reward
+`TF(a) * (1e-3 + L(a))^-0.3 - 1` with TF the paper's proxy, an MLP policy (64-64 tanh, as
+Stable-Baselines3's default), PPO with gamma 0.6 and lr 3e-4, a one-number-per-operator
+truncated-normal device prior, and the last architecture as the answer.
+What it cannot keep: L was min-max normalised with the target device's latency table,
+which a deployed method never sees; here L = latency / (2 * budget), clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hwnas_jax import searchspace
+from hwnas_jax import search
+from hwnas_jax import synthetic
+from hwnas_jax.episode import EpisodeParams, Transition
+
+HISTORY = 5
+NUM_ACTIONS = searchspace.NUM_EDGES * searchspace.NUM_OPS
+OBS_SIZE = HISTORY * (NUM_ACTIONS + 1)
+
+
+class State(NamedTuple):
+  ops: jnp.ndarray          # (6,) current architecture
+  history: jnp.ndarray      # (HISTORY, 31) one-hot architecture and L of the last probes
+
+
+def _code_lookup() -> np.ndarray:
+  """ops (base-5 code) -> NATS-Bench index, as a constant table for jitted edits."""
+  codes = searchspace.arch_ops() @ (searchspace.NUM_OPS ** np.arange(5, -1, -1))
+  lookup = np.zeros(searchspace.NUM_ARCHS, np.int32)
+  lookup[codes] = np.arange(searchspace.NUM_ARCHS)
+  return lookup
+
+
+CODE_TO_INDEX = _code_lookup()
+POWERS = searchspace.NUM_OPS ** np.arange(5, -1, -1)
+
+
+def ops_index(ops):
+  return jnp.asarray(CODE_TO_INDEX)[jnp.dot(ops, jnp.asarray(POWERS))]
+
+
+def normalised_latency(latency_ms, budget_ms):
+  return jnp.clip(latency_ms / (2.0 * budget_ms), 0.0, 1.0)
+
+
+def paper_reward(proxy, latency_norm):
+  return proxy * (1e-3 + latency_norm) ** -0.3 - 1.0
+
+
+def push(history, ops, latency_norm):
+  entry = jnp.concatenate([jax.nn.one_hot(ops, searchspace.NUM_OPS).reshape(-1),
+                           latency_norm[None]])
+  return jnp.concatenate([history[1:], entry[None]], axis=0)
+
+
+class PaperPolicy(nn.Module):
+  """Separate actor and critic MLPs (64-64 tanh) over the flattened history."""
+
+  @nn.compact
+  def __call__(self, obs):
+    x = obs.reshape(-1)
+    actor = nn.tanh(nn.Dense(64)(nn.tanh(nn.Dense(64)(x))))
+    critic = nn.tanh(nn.Dense(64)(nn.tanh(nn.Dense(64)(x))))
+    return nn.Dense(NUM_ACTIONS)(actor), nn.Dense(1)(critic)[0]
+
+
+def rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw, num_probes: int,
+            greedy: bool = False):
+  """One episode: a random first architecture, then K-1 edits, every one measured.
+
+  Returns (transitions over the K-1 edit steps, answer's proxy / best proxy within budget
+  if the last architecture is within budget else 0, whether it is).
+  """
+  key_init, key_measure, key_steps = jax.random.split(key, 3)
+  proxy = proxies_raw[params.dataset]
+  first = jax.random.randint(key_init, (), 0, searchspace.NUM_ARCHS)
+  ops = jnp.asarray(searchspace.arch_ops())[first]
+  latency_ms = synthetic.measure(params.device, first, key_measure)
+  history = push(jnp.zeros((HISTORY, NUM_ACTIONS + 1)), ops,
+                 normalised_latency(latency_ms, params.budget_ms))
+
+  def one_step(carry, key):
+    state, _ = carry
+    key_act, key_measure = jax.random.split(key)
+    logits, value = apply_fn(policy_params, state.history)
+    log_probs = jax.nn.log_softmax(logits)
+    action = jnp.argmax(logits) if greedy else jax.random.categorical(key_act, logits)
+    ops = state.ops.at[action // searchspace.NUM_OPS].set(action % searchspace.NUM_OPS)
+    index = ops_index(ops)
+    latency_ms = synthetic.measure(params.device, index, key_measure)
+    latency_norm = normalised_latency(latency_ms, params.budget_ms)
+    reward = paper_reward(proxy[index], latency_norm)
+    transition = Transition(state.history, action, log_probs[action], value, reward,
+                            latency_ms / params.budget_ms)
+    return (State(ops, push(state.history, ops, latency_norm)), index), transition
+
+  (_, last), transitions = jax.lax.scan(one_step, (State(ops, history), first),
+                                        jax.random.split(key_steps, num_probes - 1))
+  valid = transitions.latency_rel[-1] <= 1.0
+  score = jnp.where(valid, proxy[last] / params.oracle_proxy, 0.0)
+  return transitions, score, valid
+
+
+def batch_rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw,
+                  num_probes: int, greedy: bool = False):
+  keys = jax.random.split(key, params.budget_ms.shape[0])
+  return jax.vmap(rollout, in_axes=(None, None, 0, 0, None, None, None))(
+      apply_fn, policy_params, params, keys, proxies_raw, num_probes, greedy)
+
+
+def paper_method(model: PaperPolicy, params) -> search.Method:
+  """Deployment as in the paper: K-1 greedy edits from a random start; answer = the last."""
+  logits_fn = jax.jit(lambda history: model.apply(params, history)[0])
+
+  def method(task: search.Task, device, rng: np.random.Generator) -> int:
+    index = int(rng.integers(searchspace.NUM_ARCHS))
+    ops = np.array(searchspace.arch_ops()[index])
+    history = push(jnp.zeros((HISTORY, NUM_ACTIONS + 1)), ops,
+                   normalised_latency(device.measure(index), task.budget_ms))
+    for _ in range(task.num_probes - 1):
+      action = int(jnp.argmax(logits_fn(history)))
+      ops[action // searchspace.NUM_OPS] = action % searchspace.NUM_OPS
+      index = searchspace.ops_to_index(ops)
+      history = push(history, ops, normalised_latency(device.measure(index), task.budget_ms))
+    return index
+
+  return method

@@ -95,10 +95,14 @@ def _resume(partial: str, indices: np.ndarray, seed: int, num_inits: int) -> dic
 def score_archs(dataset: str, images: np.ndarray, indices: np.ndarray, output: str, *,
                 seed: int = 0, num_inits: int = proxies.NUM_INITS,
                 batch_size: int = proxies.BATCH_SIZE, save_every: int = 25,
-                progress: bool = True) -> dict[str, np.ndarray]:
-  """Score `indices`, resuming from `<output>.partial.npz`; writes and returns the table."""
+                progress: bool = True,
+                net: network.TinyNetwork | None = None) -> dict[str, np.ndarray]:
+  """Score `indices`, resuming from `<output>.partial.npz`; writes and returns the table.
+
+  `net` replaces the dataset's network (C=16, N=5), e.g. by a tiny one in tests.
+  """
   batches = proxies.prepare_images(images, batch_size)
-  net = network.network_for(dataset)
+  net = net or network.network_for(dataset)
   partial = output + ".partial.npz"
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   scores = _resume(partial, indices, seed, num_inits)

@@ -23,7 +23,9 @@ FreeREA (see KERNEL_INIT), not PyTorch's default.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
+import zlib
 
 import flax.linen as nn
 import jax
@@ -308,23 +310,59 @@ def network_for(dataset: str = "cifar10", **kwargs) -> TinyNetwork:
   return TinyNetwork(num_classes=searchspace.NUM_CLASSES[dataset], **kwargs)
 
 
+@functools.lru_cache(maxsize=64)
+def param_shapes(network: TinyNetwork, ops_key: Any = "all") -> Any:
+  """The parameter tree's shapes: of one static architecture (a tuple), or of all ops."""
+  ops = ops_key if isinstance(ops_key, tuple) else _all_ops()
+  dummy = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)  # shapes do not depend on H, W
+  net = network.clone(relu_kernel=False)
+  return jax.eval_shape(lambda x: net.init(jax.random.key(0), x, ops), dummy)["params"]
+
+
+def _all_ops() -> np.ndarray:
+  return np.ones((searchspace.NUM_EDGES, searchspace.NUM_OPS), np.float32)
+
+
+def _leaf_seed(path: tuple) -> int:
+  return zlib.crc32("/".join(str(getattr(k, "key", k)) for k in path).encode()) & 0x7FFFFFFF
+
+
+def sample_params(rng: jax.Array, shapes: Any) -> Any:
+  """FreeREA's init for a tree of shapes; each weight keyed by its path, so its value
+  does not depend on which other weights the tree holds. Pure: jit or vmap it."""
+  def draw(path, leaf):
+    name = str(getattr(path[-1], "key", path[-1]))
+    if name == "kernel":
+      return KERNEL_INIT(jax.random.fold_in(rng, _leaf_seed(path)), leaf.shape, leaf.dtype)
+    return (jnp.ones if name == "scale" else jnp.zeros)(leaf.shape, leaf.dtype)
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 def init_params(rng: jax.Array, ops: Any = None, dataset: str = "cifar10",
                 network: TinyNetwork | None = None) -> dict:
   """Random parameters (FreeREA's init); `ops=None` gives every operation's weights.
 
-  The full tree serves every architecture and form, and a weight's value does not
-  depend on which architecture asked for it, so a specialised network's parameters
-  are a subset of the supernet's made from the same `rng`.
+  The full tree serves every architecture and form, and a weight's value depends only
+  on `rng` and its name, so a specialised network's parameters are a subset of the
+  supernet's made from the same `rng`. Drawn directly from the shapes: compiling
+  `network.init` (which traces the whole forward pass) takes a minute on two cores.
   """
   network = network or network_for(dataset)
-  if ops is None:
-    ops = np.ones((searchspace.NUM_EDGES, searchspace.NUM_OPS), np.float32)
-  dummy = jnp.zeros((1, 8, 8, 3), jnp.float32)  # shapes do not depend on the image size
-  net = network.clone(relu_kernel=False)
-  if ops_form(ops) == "static":  # jitted: XLA drops the forward pass init would run
-    ops = tuple(int(o) for o in ops)
-    return jax.jit(lambda key: net.init(key, dummy, ops)["params"])(rng)
-  return jax.jit(lambda key, o: net.init(key, dummy, o)["params"])(rng, jnp.asarray(ops))
+  ops_key = "all" if ops is None or ops_form(ops) != "static" else tuple(int(o) for o in ops)
+  shapes = param_shapes(network, ops_key)
+  return _sample_jit(rng, shapes)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _sample_jit_impl(rng, treedef_and_shapes):
+  treedef, leaves = treedef_and_shapes
+  return sample_params(rng, jax.tree_util.tree_unflatten(treedef, list(leaves)))
+
+
+def _sample_jit(rng: jax.Array, shapes: Any) -> Any:
+  leaves, treedef = jax.tree_util.tree_flatten(shapes)
+  static = tuple(jax.ShapeDtypeStruct(l.shape, l.dtype) for l in leaves)
+  return _sample_jit_impl(rng, (treedef, static))
 
 
 def nhwc(images_nchw: np.ndarray) -> np.ndarray:

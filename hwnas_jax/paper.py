@@ -5,8 +5,12 @@ actions), an observation of the last 5 (architecture, latency) pairs, the reward
 `TF(a) * (1e-3 + L(a))^-0.3 - 1` with TF the paper's proxy, an MLP policy (64-64 tanh, as
 Stable-Baselines3's default), PPO with gamma 0.6 and lr 3e-4, a one-number-per-operator
 truncated-normal device prior, and the last architecture as the answer.
-What it cannot keep: L was min-max normalised with the target device's latency table,
-which a deployed method never sees; here L = latency / (2 * budget), clipped to [0, 1].
+Like the authors' code, it min-max normalises latency with the device's fastest and slowest
+architecture: in training from the synthetic device's table, in deployment from the target's
+table. Those two numbers are the one thing it reads beyond its K probes, which no other
+method may; without them (the host device) it cannot run. The factor (1e-3 + L)^-0.3 is
+what makes the fastest architectures win: with L measured against the budget instead,
+nothing comes near L = 0 and the policy maximises the proxy far over budget.
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ def ops_index(ops):
   return jnp.asarray(CODE_TO_INDEX)[jnp.dot(ops, jnp.asarray(POWERS))]
 
 
-def normalised_latency(latency_ms, budget_ms):
-  return jnp.clip(latency_ms / (2.0 * budget_ms), 0.0, 1.0)
+def normalised_latency(latency_ms, latency_range):
+  low, high = latency_range
+  return jnp.clip((jnp.asarray(latency_ms) - low) / (high - low), 0.0, 1.0)
 
 
 def paper_reward(proxy, latency_norm):
@@ -83,11 +88,13 @@ def rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw, nu
   """
   key_init, key_measure, key_steps = jax.random.split(key, 3)
   proxy = proxies_raw[params.dataset]
+  table = synthetic.latency_table(params.device)
+  latency_range = (jnp.min(table), jnp.max(table))
   first = jax.random.randint(key_init, (), 0, searchspace.NUM_ARCHS)
   ops = jnp.asarray(searchspace.arch_ops())[first]
   latency_ms = synthetic.measure(params.device, first, key_measure)
   history = push(jnp.zeros((HISTORY, NUM_ACTIONS + 1)), ops,
-                 normalised_latency(latency_ms, params.budget_ms))
+                 normalised_latency(latency_ms, latency_range))
 
   def one_step(carry, key):
     state, _ = carry
@@ -98,7 +105,7 @@ def rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw, nu
     ops = state.ops.at[action // searchspace.NUM_OPS].set(action % searchspace.NUM_OPS)
     index = ops_index(ops)
     latency_ms = synthetic.measure(params.device, index, key_measure)
-    latency_norm = normalised_latency(latency_ms, params.budget_ms)
+    latency_norm = normalised_latency(latency_ms, latency_range)
     reward = paper_reward(proxy[index], latency_norm)
     transition = Transition(state.history, action, log_probs[action], value, reward,
                             latency_ms / params.budget_ms)
@@ -118,20 +125,31 @@ def batch_rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_r
       apply_fn, policy_params, params, keys, proxies_raw, num_probes, greedy)
 
 
+def table_range(device) -> tuple[float, float]:
+  """Fastest and slowest latency of the target's table (the paper's normalisation)."""
+  while not hasattr(device, "latency_ms") and hasattr(device, "device"):
+    device = device.device  # unwrap ProbeBudget
+  if not hasattr(device, "latency_ms"):
+    raise ValueError("paper_controller min-max normalises latency with the target's table, "
+                     f"and device {getattr(device, 'name', device)!r} has none")
+  return float(np.nanmin(device.latency_ms)), float(np.nanmax(device.latency_ms))
+
+
 def paper_method(model: PaperPolicy, params) -> search.Method:
   """Deployment as in the paper: K-1 greedy edits from a random start; answer = the last."""
   logits_fn = jax.jit(lambda history: model.apply(params, history)[0])
 
   def method(task: search.Task, device, rng: np.random.Generator) -> int:
+    latency_range = table_range(device)
     index = int(rng.integers(searchspace.NUM_ARCHS))
     ops = np.array(searchspace.arch_ops()[index])
     history = push(jnp.zeros((HISTORY, NUM_ACTIONS + 1)), ops,
-                   normalised_latency(device.measure(index), task.budget_ms))
+                   normalised_latency(device.measure(index), latency_range))
     for _ in range(task.num_probes - 1):
       action = int(jnp.argmax(logits_fn(history)))
       ops[action // searchspace.NUM_OPS] = action % searchspace.NUM_OPS
       index = searchspace.ops_to_index(ops)
-      history = push(history, ops, normalised_latency(device.measure(index), task.budget_ms))
+      history = push(history, ops, normalised_latency(device.measure(index), latency_range))
     return index
 
   return method

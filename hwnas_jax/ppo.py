@@ -40,12 +40,21 @@ def gae(rewards, values, gamma: float, lam: float):
   return advantages, advantages + values
 
 
-def ppo_loss(params, apply_fn, batch, advantages, returns, config):
+def normalize_advantages(advantages, axis_name=None):
+  """Zero mean, unit std over the minibatch: over every shard's part when `axis_name` is set."""
+  if axis_name is None:
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+  mean = jax.lax.pmean(advantages.mean(), axis_name)  # shards hold equal shares
+  std = jnp.sqrt(jax.lax.pmean(jnp.mean((advantages - mean)**2), axis_name))
+  return (advantages - mean) / (std + 1e-8)
+
+
+def ppo_loss(params, apply_fn, batch, advantages, returns, config, axis_name=None):
   logits, values = jax.vmap(apply_fn, in_axes=(None, 0))(params, batch.obs)
   log_probs_all = jax.nn.log_softmax(logits)
   log_prob = jnp.take_along_axis(log_probs_all, batch.action[:, None], axis=-1)[:, 0]
   ratio = jnp.exp(log_prob - batch.log_prob)
-  advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+  advantages = normalize_advantages(advantages, axis_name)
   clipped = jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
   policy_loss = -jnp.minimum(ratio * advantages, clipped * advantages).mean()
   value_clipped = batch.value + jnp.clip(values - batch.value, -config.clip_eps, config.clip_eps)
@@ -62,12 +71,14 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def make_update(config, apply_fn: Callable, rollout_fn: Callable,
-                optimizer: optax.GradientTransformation, grad_reduce: Callable = lambda g: g):
+                optimizer: optax.GradientTransformation, grad_reduce: Callable = lambda g: g,
+                axis_name=None):
   """`update(state, key) -> (state, metrics)`: one rollout and its PPO epochs.
 
   `rollout_fn(policy_params, key) -> (Transition [episodes, steps], metrics)` plays one
   batch of fresh episodes; `grad_reduce` averages gradients across devices when the
-  batch is sharded (identity on one device).
+  batch is sharded (identity on one device), and `axis_name`, the shards' axis, makes the
+  advantage normalisation global (see `sharding`).
   """
 
   def update(state: TrainState, key):
@@ -88,7 +99,7 @@ def make_update(config, apply_fn: Callable, rollout_fn: Callable,
       def minibatch(carry, mb):
         params, opt_state = carry
         (loss, aux), grads = jax.value_and_grad(ppo_loss, has_aux=True)(
-            params, apply_fn, *mb, config)
+            params, apply_fn, *mb, config, axis_name)
         grads = grad_reduce(grads)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), {"loss": loss, **aux}

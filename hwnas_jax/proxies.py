@@ -135,18 +135,13 @@ def logsynflow_value(network: network_lib.TinyNetwork, params: Mapping, ops: Any
 
 # --- the averaged scores, jitted -------------------------------------------------------------
 
-def _full_ops() -> np.ndarray:
-  return np.ones((searchspace.NUM_EDGES, searchspace.NUM_OPS), np.float32)
-
-
 def proxy_scores(network: network_lib.TinyNetwork, num_inits: int, rng: jax.Array,
                  ops: Any, batches: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(naswot, logsynflow) of one architecture: means over inits x image batches."""
-  dummy = jnp.zeros((1, 8, 8, batches.shape[-1]), jnp.float32)
-  init_net = network.clone(relu_kernel=False, use_batchnorm=True)
+  shapes = network_lib.param_shapes(network.clone(relu_kernel=False, use_batchnorm=True))
 
   def one_init(key):
-    params = init_net.init(key, dummy, _full_ops())["params"]
+    params = network_lib.sample_params(key, shapes)
     naswot = jax.vmap(lambda x: naswot_logdet(network, params, x, ops))(batches)
     return naswot, logsynflow_value(network, params, ops, batches.shape[2:])
 
@@ -168,9 +163,8 @@ def _jitted(network: network_lib.TinyNetwork, num_inits: int, batched: bool):
 def _jitted_parts(network: network_lib.TinyNetwork, image_shape: tuple[int, int, int]):
   """Init, NASWOT of one batch, log-synflow: three small programs compile far faster
   than `proxy_scores` in one piece (minutes on two CPU cores), and run as fast."""
-  dummy = jnp.zeros((1, 8, 8, image_shape[-1]), jnp.float32)
-  init_net = network.clone(relu_kernel=False, use_batchnorm=True)
-  init = jax.jit(lambda key: init_net.init(key, dummy, _full_ops())["params"])
+  shapes = network_lib.param_shapes(network.clone(relu_kernel=False, use_batchnorm=True))
+  init = jax.jit(lambda key: network_lib.sample_params(key, shapes))
   naswot = jax.jit(functools.partial(naswot_logdet, network))
   synflow = jax.jit(lambda params, ops: logsynflow_value(network, params, ops, image_shape))
   return init, naswot, synflow

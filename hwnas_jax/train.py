@@ -7,6 +7,7 @@ training devices of PROTOCOL.md and no test accuracy is read.
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import json
 import os
 import time
@@ -25,6 +26,7 @@ from hwnas_jax import episode
 from hwnas_jax import paper
 from hwnas_jax import ppo
 from hwnas_jax import searchspace
+from hwnas_jax import sharding
 from hwnas_jax import synthetic
 
 CHECKPOINT = "checkpoint.msgpack"
@@ -33,14 +35,47 @@ METRICS = "metrics.jsonl"
 EVAL_SEED = 10_000  # held-out synthetic devices: a key stream training never draws from
 
 
-def training_inputs(data_dir: str | None = None):
-  """(raw paper proxy per dataset (3, N), training-device latency tables, description)."""
+EMBEDDED_PRIOR = "assets/prior_shapes.json"
+
+
+def training_inputs(config, data_dir: str | None = None):
+  """(raw proxy per dataset (3, N), (prior, sampler), description of what was used).
+
+  With the bundle: the paper's proxy and a prior fitted on the 13 training devices.
+  Without it (no --data_dir, no $HWNAS_DATA_DIR): the parameter count as the proxy and
+  the prior embedded in the package (fitted on the same training devices).
+  """
+  if data_dir is None and not os.environ.get(bench.DATA_DIR_ENV):
+    if config.prior == "paper":
+      raise bench.BenchmarkDataError("the paper prior is fitted on the bundle's training "
+                                     f"devices: set ${bench.DATA_DIR_ENV} or --data_dir")
+    proxies = np.stack([bench.minmax(searchspace.flops_params_table(d)[1])
+                        for d in searchspace.DATASETS]).astype(np.float32)
+    raw = importlib.resources.files("hwnas_jax").joinpath(EMBEDDED_PRIOR).read_text()
+    embedded = json.loads(raw)
+    prior = synthetic.prior_from_shapes(np.asarray(embedded["shapes"]))
+    return proxies, (prior, synthetic.sample_devices), (
+        f"NO BENCHMARK BUNDLE (set ${bench.DATA_DIR_ENV}): embedded defaults, the parameter "
+        f"count as accuracy proxy and the prior of hwnas_jax/{EMBEDDED_PRIOR} (fitted on "
+        f"{', '.join(embedded['devices'])})")
   benchmark = bench.load_benchmark(data_dir)
-  tables = {d: benchmark.latency(d) for d in benchmark.training_devices}
+  tables = synthetic.training_tables(benchmark)
   proxies = np.stack([benchmark.proxy(d) for d in searchspace.DATASETS]).astype(np.float32)
-  source = (f"bundle {benchmark.source}: proxies of {', '.join(searchspace.DATASETS)}; prior "
-            f"fitted on {len(tables)} training devices ({', '.join(tables)})")
-  return proxies, tables, source
+  if config.prior == "paper":
+    prior = (synthetic.fit_paper_prior(tables), synthetic.sample_paper_devices)
+  else:
+    prior = (synthetic.fit_prior(tables), synthetic.sample_devices)
+  return proxies, prior, (
+      f"bundle {benchmark.source}: the paper proxy of {', '.join(searchspace.DATASETS)}; "
+      f"{config.prior} prior fitted on {len(tables)} training devices ({', '.join(tables)})")
+
+
+def embedded_prior_json(data_dir: str | None = None) -> str:
+  """The file behind EMBEDDED_PRIOR: each training device's fitted shape (no table)."""
+  tables = synthetic.training_tables(bench.load_benchmark(data_dir))
+  shapes = [synthetic.device_shape(synthetic.fit_device(tables[name])).tolist()
+            for name in sorted(tables)]
+  return json.dumps({"devices": sorted(tables), "shapes": shapes}, indent=1)
 
 
 class Agent(NamedTuple):
@@ -77,13 +112,6 @@ def make_agent(config, proxies_raw: np.ndarray | None = None) -> Agent:
       lambda key: model.init(key, controller_lib.empty_observation(num_probes),
                              jnp.zeros(searchspace.NUM_ARCHS)),
       rollout, functools.partial(deploy.controller_method, model))
-
-
-def make_prior(config, tables):
-  """(prior, sampler) fitted on the training tables only."""
-  if config.prior == "paper":
-    return synthetic.fit_paper_prior(tables), synthetic.sample_paper_devices
-  return synthetic.fit_prior(tables), synthetic.sample_devices
 
 
 def random_rollout(ep, key, proxies_raw, num_probes):
@@ -137,10 +165,9 @@ def load_policy(workdir: str):
 def train_and_evaluate(config, workdir: str, data_dir: str | None = None,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
-  proxies_np, tables, source = training_inputs(data_dir)
+  proxies_np, (prior, sample_devices), source = training_inputs(config, data_dir)
   log(f"meta-training data: {source}")
   proxies_raw = jnp.asarray(proxies_np)
-  prior, sample_devices = make_prior(config, tables)
   agent = make_agent(config, proxies_np)
   with open(os.path.join(workdir, CONFIG), "w") as f:
     json.dump({"config": config.to_dict(), "source": source}, f, indent=1)
@@ -162,7 +189,12 @@ def train_and_evaluate(config, workdir: str, data_dir: str | None = None,
   state, key = restore_checkpoint(workdir, state, key)
   if int(state.step):
     log(f"resuming from update {int(state.step)} in {workdir}")
-  update = jax.jit(ppo.make_update(config, agent.apply, rollout_fn, optimizer))
+  if config.get("num_shards", 1) > 1:  # the episodes split over accelerators
+    update = sharding.make_sharded_update(
+        config, agent.apply, sharding.shard_rollout(agent.rollout, sample_fn, config),
+        optimizer)
+  else:
+    update = jax.jit(ppo.make_update(config, agent.apply, rollout_fn, optimizer))
 
   eval_key = jax.random.key(EVAL_SEED)
   eval_params = jax.jit(sample_fn, static_argnums=1)(eval_key, config.eval_devices)

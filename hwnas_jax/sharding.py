@@ -1,0 +1,146 @@
+"""Meta-training over many accelerators: the episode batch split over a mesh of devices.
+
+One update of `ppo.make_update` is written once, per shard, with collectives over the
+named axis `AXIS`: each of S shards plays `num_devices / S` fresh episodes with its own key
+(`fold_in(key, axis_index)`), normalises advantages with the global mean and std, averages
+gradients (`pmean`) before every optimizer step, and averages its metrics. Parameters and
+optimizer state are replicated, so every shard takes the same step.
+
+The same per-shard function runs in two ways with the same mathematics:
+  * `make_sharded_update`: `shard_map` over a `Mesh` of S devices, jitted (training);
+  * `make_vmapped_update`: `jax.vmap(..., axis_name=AXIS)` over S shards on one device
+    (the reference the tests compare against).
+
+Multi-host: set `HWNAS_MULTIHOST=1` (and JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+JAX_PROCESS_ID unless a cluster manager such as SLURM provides them) and importing this
+module calls `jax.distributed.initialize()` before any computation; the mesh then spans
+`jax.devices()`, every device of every host.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from hwnas_jax import ppo
+
+AXIS = "shards"
+MULTIHOST_ENV = "HWNAS_MULTIHOST"
+
+
+def initialize_multihost() -> None:
+  """`jax.distributed.initialize()` from the environment; must precede any JAX computation."""
+  if jax.distributed.is_initialized():
+    return
+  num_processes = os.environ.get("JAX_NUM_PROCESSES")
+  process_id = os.environ.get("JAX_PROCESS_ID")
+  jax.distributed.initialize(
+      num_processes=None if num_processes is None else int(num_processes),
+      process_id=None if process_id is None else int(process_id))
+
+
+if os.environ.get(MULTIHOST_ENV, "0") not in ("", "0"):
+  initialize_multihost()  # at import: train.py imports this before it computes anything
+
+
+def check_num_shards(config) -> int:
+  """`config.num_shards`, refused (ValueError) unless the devices and the batch allow it."""
+  num_shards = int(config.num_shards)
+  multihost = jax.process_count() > 1
+  available = jax.device_count() if multihost else jax.local_device_count()
+  where = (f"{jax.process_count()} hosts" if multihost
+           else f"this host ({jax.default_backend()})")
+  if num_shards < 1 or num_shards > available:
+    raise ValueError(
+        f"config.num_shards={num_shards} but {where} has {available} device(s); on CPU "
+        f"force more with XLA_FLAGS=--xla_force_host_platform_device_count={num_shards}")
+  if multihost and num_shards != available:
+    raise ValueError(f"config.num_shards={num_shards}: with {jax.process_count()} hosts it "
+                     f"must be the global device count, {available}")
+  if config.num_devices % num_shards:
+    raise ValueError(f"config.num_shards={num_shards} does not divide "
+                     f"config.num_devices={config.num_devices}")
+  shard_steps = config.num_devices // num_shards * config.num_probes
+  if shard_steps % config.num_minibatches:
+    raise ValueError(f"each shard's {shard_steps} probe-steps do not split into "
+                     f"config.num_minibatches={config.num_minibatches}")
+  return num_shards
+
+
+def episodes_per_shard(config) -> int:
+  return config.num_devices // check_num_shards(config)
+
+
+def make_mesh(num_shards: int, devices=None) -> Mesh:
+  """A 1-D mesh over the first `num_shards` of `devices` (default: all hosts' devices)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices[:num_shards]), (AXIS,))
+
+
+def make_shard_update(config, apply_fn: Callable, shard_rollout_fn: Callable,
+                      optimizer: optax.GradientTransformation) -> Callable:
+  """One shard's `update(state, key)`; needs the named axis `AXIS` (shard_map or vmap).
+
+  `shard_rollout_fn(params, key)` plays this shard's `num_devices / num_shards` episodes.
+  """
+  update = ppo.make_update(config, apply_fn, shard_rollout_fn, optimizer,
+                           grad_reduce=lambda grads: jax.lax.pmean(grads, AXIS),
+                           axis_name=AXIS)
+
+  def shard_update(state: ppo.TrainState, key):
+    state, metrics = update(state, jax.random.fold_in(key, jax.lax.axis_index(AXIS)))
+    return state, jax.lax.pmean(metrics, AXIS)  # equal shares: the mean over all episodes
+
+  return shard_update
+
+
+def make_sharded_update(config, apply_fn: Callable, shard_rollout_fn: Callable,
+                        optimizer: optax.GradientTransformation, devices=None) -> Callable:
+  """Jitted `update(state, key)` over `config.num_shards` devices (state, key replicated)."""
+  num_shards = check_num_shards(config)
+  mesh = make_mesh(num_shards, devices)
+  # check_vma=False: gradients stay per shard until the explicit pmean, as under vmap
+  # (with it, grad would already sum over shards the replicated parameters' cotangents).
+  sharded = jax.shard_map(make_shard_update(config, apply_fn, shard_rollout_fn, optimizer),
+                          mesh=mesh, in_specs=(P(), P()), out_specs=(P(), P()),
+                          check_vma=False)
+  replicated = NamedSharding(mesh, P())
+  jitted = jax.jit(sharded, in_shardings=(replicated, replicated),
+                   out_shardings=(replicated, replicated))
+
+  def update(state: ppo.TrainState, key):
+    # Host values (a fresh or restored state) onto the mesh; a no-op after the first update.
+    return jitted(*jax.device_put((state, key), replicated))
+
+  update.jitted = jitted  # for `.lower(...)` in benchmarks
+  update.mesh = mesh
+  return update
+
+
+def make_vmapped_update(config, apply_fn: Callable, shard_rollout_fn: Callable,
+                        optimizer: optax.GradientTransformation) -> Callable:
+  """The sharded update's reference: the same shards under `vmap` on one device."""
+  batched = jax.vmap(make_shard_update(config, apply_fn, shard_rollout_fn, optimizer),
+                     in_axes=(None, None), axis_name=AXIS, axis_size=int(config.num_shards))
+
+  def update(state: ppo.TrainState, key):
+    return jax.tree.map(lambda x: x[0], batched(state, key))  # every shard holds the same
+
+  return jax.jit(update)
+
+
+def shard_rollout(agent_rollout: Callable, sample_fn: Callable, config) -> Callable:
+  """train.py's `rollout_fn` for one shard's share of the `config.num_devices` episodes."""
+  num = episodes_per_shard(config)
+
+  def rollout_fn(params, key):
+    key_sample, key_roll = jax.random.split(key)
+    transitions, score, valid = agent_rollout(params, sample_fn(key_sample, num), key_roll)
+    return transitions, {"score": score.mean(), "feasible_rate": valid.mean()}
+
+  return rollout_fn

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 from typing import Any, Sequence
-import zlib
 
 import flax.linen as nn
 import jax
@@ -323,46 +322,65 @@ def _all_ops() -> np.ndarray:
   return np.ones((searchspace.NUM_EDGES, searchspace.NUM_OPS), np.float32)
 
 
-def _leaf_seed(path: tuple) -> int:
-  return zlib.crc32("/".join(str(getattr(k, "key", k)) for k in path).encode()) & 0x7FFFFFFF
+def _leaf_name(path: tuple) -> str:
+  return str(getattr(path[-1], "key", path[-1]))
+
+
+def _kernel_sizes(leaves) -> list[int]:
+  return [int(np.prod(leaf.shape)) if _leaf_name(path) == "kernel" else 0 for path, leaf in leaves]
+
+
+def _fill(noise, leaves, sizes, xp) -> list:
+  """Kernels: He normal with fan_out (conv HWIO -> H*W*O, dense (in, out) -> out) cut
+  from one normal draw; BN scales 1; biases 0."""
+  out, offset = [], 0
+  for (path, leaf), size in zip(leaves, sizes):
+    if size:
+      std = np.float32(np.sqrt(2.0 / (size // leaf.shape[-2])))
+      out.append((noise[offset:offset + size].reshape(leaf.shape) * std).astype(leaf.dtype))
+      offset += size
+    else:
+      out.append((xp.ones if _leaf_name(path) == "scale" else xp.zeros)(leaf.shape, leaf.dtype))
+  return out
 
 
 def sample_params(rng: jax.Array, shapes: Any) -> Any:
-  """FreeREA's init for a tree of shapes; each weight keyed by its path, so its value
-  does not depend on which other weights the tree holds. Pure: jit or vmap it."""
-  def draw(path, leaf):
-    name = str(getattr(path[-1], "key", path[-1]))
-    if name == "kernel":
-      return KERNEL_INIT(jax.random.fold_in(rng, _leaf_seed(path)), leaf.shape, leaf.dtype)
-    return (jnp.ones if name == "scale" else jnp.zeros)(leaf.shape, leaf.dtype)
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+  """FreeREA's init for a tree of shapes, from one normal draw (a draw per weight makes
+  XLA compile for minutes). Pure: jit or vmap it; `init_params` gives the same values."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+  sizes = _kernel_sizes(leaves)
+  noise = jax.random.normal(rng, (sum(sizes),), jnp.float32)
+  return jax.tree_util.tree_unflatten(treedef, _fill(noise, leaves, sizes, jnp))
 
 
 def init_params(rng: jax.Array, ops: Any = None, dataset: str = "cifar10",
                 network: TinyNetwork | None = None) -> dict:
   """Random parameters (FreeREA's init); `ops=None` gives every operation's weights.
 
-  The full tree serves every architecture and form, and a weight's value depends only
-  on `rng` and its name, so a specialised network's parameters are a subset of the
-  supernet's made from the same `rng`. Drawn directly from the shapes: compiling
-  `network.init` (which traces the whole forward pass) takes a minute on two cores.
+  The full tree serves every architecture and form; a static architecture's tree is the
+  part of the full one it uses (same `rng`, same values). Drawn directly from the
+  shapes: compiling `network.init` (which traces the whole forward pass) takes a
+  minute on two cores.
   """
   network = network or network_for(dataset)
-  ops_key = "all" if ops is None or ops_form(ops) != "static" else tuple(int(o) for o in ops)
-  shapes = param_shapes(network, ops_key)
-  return _sample_jit(rng, shapes)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(param_shapes(network, "all"))
+  sizes = _kernel_sizes(leaves)
+  noise = np.asarray(_normal(rng, sum(sizes)))  # cut up in numpy: nothing more to compile
+  full = jax.tree_util.tree_unflatten(
+      treedef, [jnp.asarray(a) for a in _fill(noise, leaves, sizes, np)])
+  if ops is None or ops_form(ops) != "static":
+    return full
+  keep = param_shapes(network, tuple(int(o) for o in ops))
+  return _select(full, keep)
+
+
+def _select(tree: dict, like: dict) -> dict:
+  return {k: _select(tree[k], v) if isinstance(v, dict) else tree[k] for k, v in like.items()}
 
 
 @functools.partial(jax.jit, static_argnums=1)
-def _sample_jit_impl(rng, treedef_and_shapes):
-  treedef, leaves = treedef_and_shapes
-  return sample_params(rng, jax.tree_util.tree_unflatten(treedef, list(leaves)))
-
-
-def _sample_jit(rng: jax.Array, shapes: Any) -> Any:
-  leaves, treedef = jax.tree_util.tree_flatten(shapes)
-  static = tuple(jax.ShapeDtypeStruct(l.shape, l.dtype) for l in leaves)
-  return _sample_jit_impl(rng, (treedef, static))
+def _normal(rng: jax.Array, size: int) -> jax.Array:
+  return jax.random.normal(rng, (size,), jnp.float32)
 
 
 def nhwc(images_nchw: np.ndarray) -> np.ndarray:

@@ -88,7 +88,8 @@ class Agent(NamedTuple):
 
 def make_agent(config, proxies_raw: np.ndarray | None = None) -> Agent:
   """The controller named by `config.name`, rolling out over the given proxy tables."""
-  proxies = jnp.asarray(np.zeros((1, searchspace.NUM_ARCHS), np.float32)
+  # Without proxy tables (deployment) rollouts are never called: any placeholder will do.
+  proxies = jnp.asarray(np.linspace(0, 1, searchspace.NUM_ARCHS, dtype=np.float32)[None]
                         if proxies_raw is None else proxies_raw)
   num_probes = config.num_probes
   if config.name == "paper_controller":

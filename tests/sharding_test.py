@@ -104,11 +104,22 @@ class _Built(Exception):
   """Raised once the update is built: the dispatch is what is tested, not the training."""
 
 
-def _update_builder(monkeypatch, tmp_path, config):
-  """Which builder `train_and_evaluate` calls for its update: 'plain' or 'sharded'."""
+@pytest.fixture(scope="module")
+def tiny():
+  """Tiny inputs and initial parameters (jitted once: eager init takes 15 s on a busy CPU)."""
   proxies, prior = tiny_inputs()
+  params = jax.jit(train.make_agent(tiny_config(1), proxies).init)(jax.random.key(0))
+  return proxies, prior, params
+
+
+def _update_builder(monkeypatch, tmp_path, tiny, config):
+  """Which builder `train_and_evaluate` calls for its update: 'plain' or 'sharded'."""
+  proxies, prior, params = tiny
   monkeypatch.setattr(train, "training_inputs", lambda config, data_dir=None: (
       proxies, (prior, synthetic.sample_devices), "tiny"))
+  make_agent = train.make_agent
+  monkeypatch.setattr(train, "make_agent", lambda *args: make_agent(*args)._replace(
+      init=lambda key: params))
   used = []
 
   def spy(name, build):
@@ -126,14 +137,14 @@ def _update_builder(monkeypatch, tmp_path, config):
   return used
 
 
-def test_one_shard_takes_the_plain_path(monkeypatch, tmp_path):
-  assert _update_builder(monkeypatch, tmp_path, tiny_config(1)) == [("plain", {})]
+def test_one_shard_takes_the_plain_path(monkeypatch, tmp_path, tiny):
+  assert _update_builder(monkeypatch, tmp_path, tiny, tiny_config(1)) == [("plain", {})]
 
 
-def test_too_many_shards_is_a_clear_error(monkeypatch, tmp_path):
+def test_too_many_shards_is_a_clear_error(monkeypatch, tmp_path, tiny):
   config = tiny_config(jax.local_device_count() + 1)
   with pytest.raises(ValueError, match=r"num_shards=\d+ but .* has \d+ device"):
-    _update_builder(monkeypatch, tmp_path, config)
+    _update_builder(monkeypatch, tmp_path, tiny, config)
 
 
 if __name__ == "__main__":

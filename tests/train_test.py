@@ -1,0 +1,89 @@
+"""Meta-training end to end: it beats random search on held-out synthetic devices, resumes
+from its checkpoint, and its workdir deploys as a search method."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments.configs import default, paper, quick
+from hwnas_jax import search
+from hwnas_jax import train
+from hwnas_jax.devices import ProbeBudget, TableDevice
+
+
+def _tiny(config):
+  config.num_devices = 32
+  config.num_probes = 5
+  config.hidden_size = 8
+  config.num_minibatches = 2
+  config.num_epochs = 1
+  config.eval_every = 1
+  config.checkpoint_every = 1
+  config.eval_devices = 32
+  return config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+  workdir = str(tmp_path_factory.mktemp("controller"))
+  config = _tiny(quick.get_config())
+  config.num_updates = 2
+  last = train.train_and_evaluate(config, workdir, data_dir, log=lambda _: None)
+  return workdir, config, last
+
+
+def test_controller_beats_random_search_on_held_out_synthetic_devices(run):
+  _, _, last = run
+  # K = 5 probes and budgets down to the 5th percentile: not every episode can succeed.
+  assert last["eval_feasible_rate"] >= last["random_feasible_rate"]
+  assert last["eval_score"] > last["random_score"] + 0.1
+
+
+def test_rerun_resumes_from_the_checkpoint(run, data_dir):
+  workdir, config, _ = run
+  config.num_updates = 3
+  train.train_and_evaluate(config, workdir, data_dir, log=lambda _: None)
+  with open(os.path.join(workdir, train.METRICS)) as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps == [1, 2, 3]
+
+
+def test_workdir_deploys_within_k_probes(run, benchmark):
+  workdir, config, _ = run
+  method = search.make_method("controller", workdir)
+  latency = benchmark.latency("gold_6240")
+  budget_ms = float(np.percentile(latency, 25))
+  device = ProbeBudget(TableDevice("gold_6240", latency), config.num_probes)
+  answer = method(search.Task("cifar10", budget_ms, config.num_probes,
+                              benchmark.proxy("cifar10")), device, np.random.default_rng(0))
+  assert len(device.probes) == config.num_probes
+  assert answer is not None and device.is_valid(answer, budget_ms)
+  with pytest.raises(ValueError, match="holds a 'controller' run"):
+    search.make_method("paper_controller", workdir)
+
+
+def test_paper_controller_trains_and_deploys(tmp_path, data_dir, benchmark):
+  config = _tiny(paper.get_config())
+  config.num_updates = 1
+  train.train_and_evaluate(config, str(tmp_path), data_dir, log=lambda _: None)
+  method = search.make_method("paper_controller", str(tmp_path))
+  latency = benchmark.latency("gold_6240")
+  device = ProbeBudget(TableDevice("gold_6240", latency), config.num_probes)
+  answer = method(search.Task("cifar10", float(np.median(latency)), config.num_probes,
+                              benchmark.proxy("cifar10")), device, np.random.default_rng(0))
+  assert len(device.probes) == config.num_probes and answer == device.probes[-1].index
+
+
+def test_configs_are_sized_as_documented():
+  assert default.get_config().num_devices == 4096
+  assert quick.get_config().num_devices * quick.get_config().num_updates <= 256 * 60
+  p = paper.get_config()
+  assert (p.name, p.prior, p.gamma, p.learning_rate, p.num_probes) == (
+      "paper_controller", "paper", 0.6, 3e-4, 10)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no meta-training run"):
+    search.make_method("controller", str(tmp_path))

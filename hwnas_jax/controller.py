@@ -77,7 +77,9 @@ def fit_latency(x: jnp.ndarray, obs: Observation, prior_mean, prior_scale, noise
   phi = jnp.asarray(groups)[jnp.asarray(group_of)[obs.probe_index]] * mask[:, None]
   dim = x.shape[1]
   precision = jnp.eye(dim) / prior_scale**2 + phi.T @ phi / noise_scale**2
-  rhs = prior_mean / prior_scale**2 + phi.T @ (mask * obs.latency_rel) / noise_scale**2
+  # A probe that could not run (inf) or ran far over budget says "too slow", not how slow.
+  latency_rel = jnp.minimum(obs.latency_rel, 10.0)
+  rhs = prior_mean / prior_scale**2 + phi.T @ (mask * latency_rel) / noise_scale**2
   chol = jax.scipy.linalg.cho_factor(precision)
   weights = jax.scipy.linalg.cho_solve(chol, rhs)
   covariance = jax.scipy.linalg.cho_solve(chol, jnp.eye(dim))

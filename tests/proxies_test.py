@@ -1,0 +1,157 @@
+"""The training-free proxies on tiny networks, where their values are known."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import score_proxies
+from hwnas_jax import bench
+from hwnas_jax import network
+from hwnas_jax import proxies
+from hwnas_jax import searchspace
+
+TINY = network.TinyNetwork(num_classes=3, channels=4, num_cells=1)
+CONV_ARCH = (3, 1, 0, 2, 4, 3)
+NONE_ARCH = (0,) * 6
+
+
+@pytest.fixture(scope="module")
+def params():
+  return network.init_params(jax.random.key(0), network=TINY)
+
+
+@pytest.fixture(scope="module")
+def batches():
+  """Two batches of four 8x8 images, NHWC, as `prepare_images` makes them."""
+  images = np.random.default_rng(0).normal(size=(8, 3, 8, 8)).astype(np.float32)
+  return proxies.prepare_images(images, batch_size=4)
+
+
+def _kernel_sum_outside_cells(params) -> float:
+  flat = jax.tree_util.tree_leaves_with_path(params)
+  return sum(float(np.abs(v).sum()) for p, v in flat
+             if jax.tree_util.keystr(p).endswith("['kernel']") and "cell" not in jax.tree_util.keystr(p))
+
+
+def test_relu_code_kernel_counts_agreements():
+  x = np.random.default_rng(1).normal(size=(5, 3, 3, 2)).astype(np.float32)
+  c = (x.reshape(5, -1) > 0).astype(np.float64)
+  expected = c @ c.T + (1 - c) @ (1 - c).T
+  np.testing.assert_array_equal(network.relu_code_kernel(jnp.asarray(x)), expected)
+
+
+def test_naswot_of_a_duplicated_image_is_singular(params, batches):
+  images = np.array(batches[0])
+  images[1] = images[0]  # two equal rows of K
+  assert proxies.naswot_logdet(TINY, params, jnp.asarray(images), CONV_ARCH) == -np.inf
+  assert np.isfinite(proxies.naswot_logdet(TINY, params, jnp.asarray(batches[0]), CONV_ARCH))
+  naswot, _ = proxies.score(TINY, np.array(CONV_ARCH), images[None], num_inits=1)
+  assert naswot == proxies.SINGULAR_NASWOT  # the bundle's value for a singular K
+
+
+def test_naswot_of_the_empty_cell_is_singular(params, batches):
+  """No ReLU sees the images: every code is the same, K has rank one."""
+  assert proxies.naswot_logdet(TINY, params, jnp.asarray(batches[0]), NONE_ARCH) == -np.inf
+
+
+def test_naswot_is_log_det_of_the_kernel(params, batches):
+  net = TINY.clone(relu_kernel=True)
+  _, state = net.apply({"params": params}, jnp.asarray(batches[0]), CONV_ARCH,
+                       mutable=["intermediates"])
+  kernel = np.asarray(state["intermediates"]["relu_kernel"][0], np.float64)
+  expected = np.linalg.slogdet(kernel)[1]
+  got = proxies.naswot_logdet(TINY, params, jnp.asarray(batches[0]), CONV_ARCH)
+  assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_logsynflow_of_the_empty_cell(params):
+  """Every gradient is zero, so each weight adds |w log 1e-6|; cell weights do not count."""
+  with jax.enable_x64(True):
+    value = proxies.logsynflow_value(TINY, params, jnp.asarray(NONE_ARCH), (8, 8, 3))
+  expected = -np.log(proxies.LOG_EPS) * _kernel_sum_outside_cells(params)
+  assert float(value) == pytest.approx(expected, rel=1e-6)
+
+
+def test_logsynflow_forms_agree_and_grow_with_convolutions(params):
+  with jax.enable_x64(True):
+    values = [float(proxies.logsynflow_value(TINY, params, ops, (8, 8, 3)))
+              for ops in (CONV_ARCH, jnp.asarray(CONV_ARCH),
+                          jnp.asarray(searchspace.one_hot(np.array(CONV_ARCH))))]
+    empty = float(proxies.logsynflow_value(TINY, params, jnp.asarray(NONE_ARCH), (8, 8, 3)))
+  np.testing.assert_allclose(values, values[0], rtol=1e-9)
+  assert values[0] > empty > 0
+
+
+def test_logsynflow_refuses_float32(params):
+  with pytest.raises(RuntimeError, match="float64"):
+    proxies.logsynflow_value(TINY, params, jnp.asarray(CONV_ARCH), (8, 8, 3))
+
+
+def test_score_batch_equals_one_at_a_time(batches):
+  ops = searchspace.arch_ops()[[0, 1, 3]]
+  indices = np.array([0, 1, 3])
+  one = np.array([proxies.score(TINY, o, batches, index=i, num_inits=2)
+                  for o, i in zip(ops, indices)])
+  naswot, synflow = proxies.score_batch(TINY, ops, batches, indices=indices, num_inits=2)
+  np.testing.assert_allclose(naswot, one[:, 0], rtol=1e-4)
+  np.testing.assert_allclose(synflow, one[:, 1], rtol=1e-6)
+
+
+def test_skip_known_values():
+  np.testing.assert_allclose(proxies.skip(np.array([[1] * 6, [0] * 6, [2, 2, 2, 1, 2, 2]])),
+                             [4 / 6, 0.0, 2.0])
+
+
+def test_skip_equals_the_bundle_everywhere(benchmark):
+  computed = proxies.skip(searchspace.arch_ops())
+  for dataset in benchmark.datasets:
+    np.testing.assert_array_equal(computed, benchmark.proxies[dataset]["skip"])
+
+
+def test_flops_params_come_from_the_table():
+  flops, params = proxies.flops_params(np.array([5, 6111]), "cifar100")
+  table = searchspace.flops_params_table("cifar100")
+  np.testing.assert_array_equal(flops, table[0][[5, 6111]])
+  np.testing.assert_array_equal(params, table[1][[5, 6111]])
+
+
+def test_prepare_images_normalises_raw_imagenet16():
+  images = np.zeros((130, 3, 16, 16), np.uint8)
+  batches = proxies.prepare_images(images)
+  assert batches.shape == (2, 64, 16, 16, 3) and batches.dtype == np.float32
+  expected = -np.array(proxies.IMAGENET16_MEAN) / np.array(proxies.IMAGENET16_STD)
+  np.testing.assert_allclose(batches[0, 0, 0, 0], expected, rtol=1e-6)
+  with pytest.raises(ValueError, match="at least"):
+    proxies.prepare_images(images[:10])
+
+
+def test_parse_archs():
+  np.testing.assert_array_equal(score_proxies.parse_archs("3:6"), [3, 4, 5])
+  np.testing.assert_array_equal(score_proxies.parse_archs("7, 1,15624"), [7, 1, 15624])
+  with pytest.raises(ValueError, match="outside"):
+    score_proxies.parse_archs("0:15626")
+  with pytest.raises(ValueError, match="a:b"):
+    score_proxies.parse_archs("x")
+
+
+def test_score_archs_resumes_and_bench_loads_the_output(tmp_path):
+  """A partial file with all but two architectures: the rerun scores only those two."""
+  images = np.random.default_rng(2).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
+  indices = np.arange(searchspace.NUM_ARCHS)
+  output = os.fspath(tmp_path / "proxies.npz")
+  done = np.full(searchspace.NUM_ARCHS, 123.0)
+  done[[0, 5]] = np.nan
+  score_proxies._save(output + ".partial.npz", index=indices, seed=0, num_inits=1,
+                      naswot=done, logsynflow=done)
+  table = score_proxies.score_archs("cifar10", images, indices, output, num_inits=1,
+                                    batch_size=4, progress=False, net=TINY)
+  assert not os.path.exists(output + ".partial.npz")
+  loaded = bench.load_proxy_file(output)
+  assert sorted(loaded) == ["flops", "logsynflow", "naswot", "params", "skip"]
+  np.testing.assert_array_equal(loaded["naswot"][1:5], 123.0)
+  assert np.isfinite(loaded["naswot"][[0, 5]]).all() and (loaded["logsynflow"][[0, 5]] > 0).all()
+  np.testing.assert_array_equal(table["index"], indices)
+  np.testing.assert_array_equal(loaded["skip"], proxies.skip(searchspace.arch_ops()))

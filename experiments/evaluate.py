@@ -31,7 +31,7 @@ _EPISODES = flags.DEFINE_integer("episodes", 25, "Episodes per cell.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the episodes.")
 _METHODS = flags.DEFINE_list("methods", ["random", "rea", "lsq", "oracle", "proxy_oracle"],
                              "Methods and references to evaluate.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "meta_train --workdir (controller methods).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "meta_train --workdir(s), comma-separated (controller methods).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write results.json.")
 
 

@@ -40,10 +40,16 @@ def controller_method(model, params) -> search.Method:
   return method
 
 
-def load_method(workdir: str, name: str = "controller") -> search.Method:
-  """The method of a meta_train --workdir (its latest checkpoint)."""
+def load_method(workdirs: str, name: str = "controller") -> search.Method:
+  """The method `name` from meta_train --workdir(s) (comma-separated; latest checkpoint).
+
+  With several workdirs, the one whose run trained `name` is used.
+  """
   from hwnas_jax import train  # pylint: disable=import-outside-toplevel (train imports us)
-  config, agent, params = train.load_policy(workdir)
-  if config.name != name:
-    raise ValueError(f"{workdir!r} holds a {config.name!r} run, not {name!r}")
-  return agent.method(params)
+  found = []
+  for workdir in workdirs.split(","):
+    config, agent, params = train.load_policy(workdir)
+    if config.name == name:
+      return agent.method(params)
+    found.append(f"{workdir!r} holds a {config.name!r} run")
+  raise ValueError(f"no {name!r} run in --checkpoint: {'; '.join(found)}")

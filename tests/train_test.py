@@ -60,7 +60,7 @@ def test_workdir_deploys_within_k_probes(run, benchmark):
                               benchmark.proxy("cifar10")), device, np.random.default_rng(0))
   assert len(device.probes) == config.num_probes
   assert answer is not None and device.is_valid(answer, budget_ms)
-  with pytest.raises(ValueError, match="holds a 'controller' run"):
+  with pytest.raises(ValueError, match="no 'paper_controller' run"):
     search.make_method("paper_controller", workdir)
 
 

@@ -1,10 +1,19 @@
 """Shared fixtures: the benchmark bundle comes from $HWNAS_DATA_DIR (set by .ci/run)."""
 
 import os
+import tempfile
 
+import jax
 import pytest
 
 from hwnas_jax import bench
+
+
+# Several tests build the same jitted meta-training update in separate calls (a resumed
+# run, a second controller): a compilation cache shared by the session compiles it once.
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(tempfile.gettempdir(), "hwnas_jax_test_xla_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -112,7 +113,8 @@ def run_worker(config, data_dir, repeats: int) -> dict:
           "probe_steps_per_s": probe_steps / per_update,
           "score": float(metrics["score"]), "backend": jax.default_backend(),
           "device": jax.devices()[0].device_kind, "local_devices": jax.local_device_count(),
-          "data": source.split(":")[0], **peak_memory_mib()}
+          "data": "bundle" if source.startswith("bundle") else "embedded prior (no bundle)",
+          **peak_memory_mib()}
 
 
 def run_configuration(shards: int, batch: int) -> dict:
@@ -129,8 +131,10 @@ def run_configuration(shards: int, batch: int) -> dict:
   for line in run.stdout.splitlines():
     if line.startswith(RESULT):
       return json.loads(line[len(RESULT):])
-  reason = (run.stderr.strip().splitlines() or ["no output"])[-1]
-  return {"shards": shards, "num_devices": batch, "skipped": reason}
+  errors = [line for line in run.stderr.splitlines()
+             if line.strip() and not re.match(r"[IW]\d{4} ", line)]  # not absl INFO/WARNING
+  return {"shards": shards, "num_devices": batch,
+          "skipped": f"exit {run.returncode}: {(errors or ['no error output'])[-1]}"}
 
 
 def format_row(r: dict) -> str:
@@ -157,7 +161,8 @@ def main(argv):
     return
   print(f"meta-training throughput: config {config.name}, K={config.num_probes}, "
         f"hidden {config.hidden_size}, {config.num_epochs} epochs x {config.num_minibatches} "
-        f"minibatches; median of {_REPEATS.value} updates after the compiling one")
+        f"minibatches; s/update: " + (f"median of {_REPEATS.value} updates after the first"
+                                        if _REPEATS.value else "the first call after compiling"))
   print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
   print(f"{'shards':>6} {'devices':>7} {'steps':>8} {'compile s':>9} {'s/update':>9} "
         f"{'steps/s':>12} {'RSS MiB':>9}")

@@ -16,11 +16,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/default
                                           "Meta-training configuration file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
+_PROXY_FILES = flags.DEFINE_list("proxy_files", [], "dataset:PATH.npz proxy tables replacing the bundle's.")
 
 
 def main(argv):
   del argv
-  metrics = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, _DATA_DIR.value)
+  proxy_files = dict(item.split(":", 1) for item in _PROXY_FILES.value)
+  metrics = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, _DATA_DIR.value,
+                                     proxy_files=proxy_files)
   print({k: round(v, 4) for k, v in metrics.items()})
 
 

@@ -7,9 +7,10 @@ r"""Score architectures with the training-free proxies, resumably.
 holds, in the order of `--archs`, `naswot`, `logsynflow`, `skip`, `flops`, `params` and
 the indices under `index`: the layout of the bundle's `proxies_<dataset>.npz`, so
 `bench.load_proxy_file` reads it when it covers all 15,625 architectures.
-`images` (N, 3, H, W) comes from any `.npz`; uint8 images (ImageNet16) are normalised
-as FreeREA does. Every `--save_every` architectures the scores so far go to
-`<output>.partial.npz`; a rerun with the same arguments continues from there.
+`images` (N, 3, H, W) comes from any `.npz`; uint8 images (ImageNet16) go in raw, as
+FreeREA fed its stored batches (`--imagenet16_transform` applies its loaders' Normalize).
+Every `--save_every` architectures the scores so far go to `<output>.partial.npz`; a
+rerun with the same arguments continues from there.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """Flags of the command; defined only when run as a program, so the module imports cleanly."""
-  flags.DEFINE_enum("dataset", "cifar10", list(searchspace.DATASETS), "Network's dataset (classes).")
+  flags.DEFINE_enum("dataset", "cifar10", list(searchspace.DATASETS),
+                    "Network's dataset (its number of classes).")
   flags.DEFINE_string("images", None, ".npz with `images` (N, 3, H, W).", required=True)
   flags.DEFINE_string("archs", "0:15625", "Indices: a:b or a comma-separated list.")
   flags.DEFINE_string("output", None, "Output .npz.", required=True)
@@ -40,6 +42,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_inits", proxies.NUM_INITS, "Random initialisations per architecture.")
   flags.DEFINE_integer("batch_size", proxies.BATCH_SIZE, "Images per batch (NASWOT's K is B x B).")
   flags.DEFINE_integer("save_every", 25, "Architectures between saves of the partial file.")
+  flags.DEFINE_bool("imagenet16_transform", False,
+                    "Normalise uint8 images with ImageNet16's mean and std (not FreeREA's values).")
 
 
 def parse_archs(spec: str) -> np.ndarray:
@@ -47,12 +51,14 @@ def parse_archs(spec: str) -> np.ndarray:
   spec = spec.strip()
   try:
     if ":" in spec:
-      start, stop = (int(x) if x else d for x, d in zip(spec.split(":"), (0, searchspace.NUM_ARCHS)))
+      bounds = zip(spec.split(":"), (0, searchspace.NUM_ARCHS))
+      start, stop = (int(x) if x else default for x, default in bounds)
       indices = np.arange(start, stop)
     else:
       indices = np.array([int(x) for x in spec.split(",") if x.strip()])
   except ValueError as error:
-    raise ValueError(f"--archs must be a:b or a comma-separated list of ints, got {spec!r}") from error
+    raise ValueError(f"--archs must be a:b or a comma-separated list of ints, got {spec!r}"
+                     ) from error
   if indices.size == 0:
     raise ValueError(f"--archs {spec!r} selects no architecture")
   bad = (indices < 0) | (indices >= searchspace.NUM_ARCHS)
@@ -95,13 +101,13 @@ def _resume(partial: str, indices: np.ndarray, seed: int, num_inits: int) -> dic
 def score_archs(dataset: str, images: np.ndarray, indices: np.ndarray, output: str, *,
                 seed: int = 0, num_inits: int = proxies.NUM_INITS,
                 batch_size: int = proxies.BATCH_SIZE, save_every: int = 25,
-                progress: bool = True,
+                progress: bool = True, imagenet16_transform: bool = False,
                 net: network.TinyNetwork | None = None) -> dict[str, np.ndarray]:
   """Score `indices`, resuming from `<output>.partial.npz`; writes and returns the table.
 
   `net` replaces the dataset's network (C=16, N=5), e.g. by a tiny one in tests.
   """
-  batches = proxies.prepare_images(images, batch_size)
+  batches = proxies.prepare_images(images, batch_size, imagenet16_transform)
   net = net or network.network_for(dataset)
   partial = output + ".partial.npz"
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -132,7 +138,8 @@ def main(argv):
   indices = parse_archs(FLAGS.archs)
   table = score_archs(FLAGS.dataset, load_images(FLAGS.images), indices, FLAGS.output,
                       seed=FLAGS.seed, num_inits=FLAGS.num_inits, batch_size=FLAGS.batch_size,
-                      save_every=FLAGS.save_every)
+                      save_every=FLAGS.save_every,
+                      imagenet16_transform=FLAGS.imagenet16_transform)
   print(f"wrote {len(table['index'])} architectures to {FLAGS.output}")
 
 

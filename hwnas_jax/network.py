@@ -14,6 +14,7 @@ One module, three ways to say which architecture it runs (`ops`):
 All three read the same parameters: the tree made by `init_params(rng)` (every
 operation of every edge) serves any architecture; a specialised network ignores the
 weights it does not use. Edges follow `searchspace.EDGES`, operations `searchspace.OPS`.
+(`network.init` works as usual too: same distribution, other values, slow to compile.)
 
 Batch norm uses the statistics of the batch, as a freshly built PyTorch network in
 training mode does (that is how the published proxies were computed); no running
@@ -138,9 +139,9 @@ def ops_form(ops: Any) -> str:
     return "switch"
   if shape == (searchspace.NUM_EDGES, searchspace.NUM_OPS):
     return "masked"
-  raise ValueError(f"ops must be a tuple of {searchspace.NUM_EDGES} ints, a ({searchspace.NUM_EDGES},) "
-                   f"int array or a ({searchspace.NUM_EDGES}, {searchspace.NUM_OPS}) one-hot; "
-                   f"got shape {shape}")
+  e, k = searchspace.NUM_EDGES, searchspace.NUM_OPS
+  raise ValueError(f"ops must be a tuple of {e} ints, a ({e},) int array or a ({e}, {k}) "
+                   f"one-hot; got shape {shape}")
 
 
 def _edge_output(form: str, op: Any, params: dict[int, dict], x: jax.Array) -> jax.Array:

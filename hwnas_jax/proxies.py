@@ -14,14 +14,15 @@ FLOPs and parameter counts come from `searchspace.flops_params_table`.
 
 The bundle's values are means over 3 image batches x 3 random initialisations
 (batch 64). Here every architecture is scored with `num_inits` initialisations drawn
-from `fold_in(key(seed), index)` and every batch of 64 images given, so a run is
-reproducible and can resume anywhere. Where K is singular (no ReLU ever sees the
+from `fold_in(key(seed), index)` and every batch of 64 images given (the bundle's 128
+images: 2 batches), so a run is reproducible and can resume anywhere. Where K is singular (no ReLU ever sees the
 images, e.g. a cell whose output is always zero) the log-determinant is -inf, and the
 bundle stores 1e-6: so does `score`.
 
 Scoring one architecture at a time (`score`, the (6,) int form of the network) runs
 only the chosen operation of each edge: the fastest way on a CPU. `score_batch`
 vmaps over architectures (the masked supernet): one call, for accelerators.
+`jitted_scorers` gives the jitted pieces (init, one NASWOT, one log-synflow).
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ import functools
 import re
 from typing import Any, Mapping
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from hwnas_jax import network as network_lib
 from hwnas_jax import searchspace
@@ -42,13 +43,16 @@ NUM_INITS = 3
 BATCH_SIZE = 64
 LOG_EPS = 1e-6  # FreeREA: log(grad + 1e-6)
 SINGULAR_NASWOT = 1e-6  # the bundle's value where K is singular
-SCORE_NAMES = ("naswot", "logsynflow", "skip", "flops", "params")
 # Intermediate nodes each edge jumps over (edge (i, j) skips j - i - 1 nodes).
 SKIP_LENGTH = np.array([dst - src - 1 for src, dst in searchspace.EDGES], np.float64)
-# ImageNet16-120's test transform in FreeREA (ToTensor, then Normalize).
+# ImageNet16-120's test transform in FreeREA's data loaders (ToTensor, then Normalize);
+# its stored image batches, which the published values came from, are raw uint8.
 IMAGENET16_MEAN = (0.4810980392156863, 0.45749019607843133, 0.4078823529411765)
 IMAGENET16_STD = (0.247921568627451, 0.24023529411764705, 0.2552549019607843)
 _EDGE_PARAM = re.compile(r"^edge(\d)_(\w+)$")
+# Extra XLA options for compiling the scorers, e.g. {"xla_backend_optimization_level": 0}
+# (the tests' tiny networks then compile in a third of the time). Set before first use.
+COMPILER_OPTIONS: dict[str, Any] = {}
 
 
 # --- cheap proxies: the architecture alone ----------------------------------------------------
@@ -69,17 +73,21 @@ def flops_params(indices: np.ndarray, dataset: str = "cifar10") -> tuple[np.ndar
 
 # --- images -------------------------------------------------------------------------------
 
-def prepare_images(images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+def prepare_images(images: np.ndarray, batch_size: int = BATCH_SIZE,
+                   imagenet16_transform: bool = False) -> np.ndarray:
   """NCHW images -> (num_batches, batch_size, H, W, C) float32.
 
-  Raw uint8 images (the bundle's ImageNet16-120) get FreeREA's ImageNet16 transform;
-  float images are taken as already normalised (the bundle's CIFAR batches). Images
+  Raw uint8 images (the bundle's ImageNet16-120) are fed as they are, 0..255, as FreeREA
+  fed its stored uint8 batches: on 8 architectures that gave the bundle's NASWOT to
+  0.2 % on average, the loaders' ImageNet16 transform (`imagenet16_transform=True`)
+  0.7 % too high on every one (scale does not matter: a batch norm follows the stem).
+  Float images are taken as normalised already (the bundle's CIFAR batches). Images
   beyond a whole number of batches are dropped.
   """
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[1] != 3:
     raise ValueError(f"expected NCHW images with 3 channels, got shape {images.shape}")
-  if images.dtype == np.uint8:
+  if images.dtype == np.uint8 and imagenet16_transform:
     mean = np.array(IMAGENET16_MEAN, np.float32)[:, None, None]
     std = np.array(IMAGENET16_STD, np.float32)[:, None, None]
     images = (images.astype(np.float32) / 255.0 - mean) / std
@@ -156,17 +164,19 @@ def _jitted(network: network_lib.TinyNetwork, num_inits: int, batched: bool):
   fn = functools.partial(proxy_scores, network, num_inits)
   if batched:
     fn = jax.vmap(fn, in_axes=(0, 0, None))
-  return jax.jit(fn)
+  return jax.jit(fn, compiler_options=COMPILER_OPTIONS or None)
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted_parts(network: network_lib.TinyNetwork, image_shape: tuple[int, int, int]):
-  """Init, NASWOT of one batch, log-synflow: three small programs compile far faster
+def jitted_scorers(network: network_lib.TinyNetwork, image_shape: tuple[int, int, int]):
+  """Jitted `init(key) -> params`, `naswot(params, images, ops)` (log |det K|) and
+  `logsynflow(params, ops)` (call it under x64). Three small programs compile far faster
   than `proxy_scores` in one piece (minutes on two CPU cores), and run as fast."""
   shapes = network_lib.param_shapes(network.clone(relu_kernel=False, use_batchnorm=True))
-  init = jax.jit(lambda key: network_lib.sample_params(key, shapes))
-  naswot = jax.jit(functools.partial(naswot_logdet, network))
-  synflow = jax.jit(lambda params, ops: logsynflow_value(network, params, ops, image_shape))
+  jit = functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS or None)
+  init = jit(lambda key: network_lib.sample_params(key, shapes))
+  naswot = jit(functools.partial(naswot_logdet, network))
+  synflow = jit(lambda params, ops: logsynflow_value(network, params, ops, image_shape))
   return init, naswot, synflow
 
 
@@ -178,13 +188,13 @@ def arch_keys(seed: int, indices: np.ndarray) -> jax.Array:
 
 def score(network: network_lib.TinyNetwork, ops: np.ndarray, batches: np.ndarray, *,
           index: int = 0, seed: int = 0, num_inits: int = NUM_INITS) -> tuple[float, float]:
-  """(naswot, logsynflow) of one architecture ((6,) ints); one compilation serves all."""
+  """(naswot, logsynflow) of one architecture ((6,) ints); compiled once for all of them."""
   ops = np.asarray(ops, np.int32)
   if ops.shape != (searchspace.NUM_EDGES,):
     raise ValueError(f"expected {searchspace.NUM_EDGES} operation indices, got shape {ops.shape}")
   batches = np.asarray(batches, np.float32)
   with jax.enable_x64(True):
-    init, naswot, synflow = _jitted_parts(network, tuple(batches.shape[2:]))
+    init, naswot, synflow = jitted_scorers(network, tuple(batches.shape[2:]))
     ops = jnp.asarray(ops)
     logdets, synflows = [], []
     for key in jax.random.split(arch_keys(seed, np.array([index]))[0], num_inits):

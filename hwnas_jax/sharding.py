@@ -23,6 +23,7 @@ import os
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -82,6 +83,28 @@ def make_mesh(num_shards: int, devices=None) -> Mesh:
   return Mesh(np.asarray(devices[:num_shards]), (AXIS,))
 
 
+def replicate(tree, sharding: NamedSharding):
+  """Every leaf onto the mesh, replicated: a no-op for leaves already there (after update 1).
+
+  Weak types are made strong, as the update returns them, so the second call does not
+  compile again. With several hosts, device_put refuses a host-local array committed to
+  one device, so those go through numpy (keys through their raw data).
+  """
+
+  def put(x):
+    if getattr(x, "sharding", None) == sharding and not getattr(x, "weak_type", False):
+      return x
+    if getattr(x, "weak_type", False):
+      x = jnp.asarray(x, x.dtype)
+    if jax.process_count() == 1:
+      return jax.device_put(x, sharding)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    return jax.device_put(np.asarray(x), sharding)
+
+  return jax.tree.map(put, tree)
+
+
 def make_shard_update(config, apply_fn: Callable, shard_rollout_fn: Callable,
                       optimizer: optax.GradientTransformation) -> Callable:
   """One shard's `update(state, key)`; needs the named axis `AXIS` (shard_map or vmap).
@@ -114,8 +137,7 @@ def make_sharded_update(config, apply_fn: Callable, shard_rollout_fn: Callable,
                    out_shardings=(replicated, replicated))
 
   def update(state: ppo.TrainState, key):
-    # Host values (a fresh or restored state) onto the mesh; a no-op after the first update.
-    return jitted(*jax.device_put((state, key), replicated))
+    return jitted(*replicate((state, key), replicated))
 
   update.jitted = jitted  # for `.lower(...)` in benchmarks
   update.mesh = mesh

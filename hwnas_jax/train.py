@@ -38,7 +38,8 @@ EVAL_SEED = 10_000  # held-out synthetic devices: a key stream training never dr
 EMBEDDED_PRIOR = "assets/prior_shapes.json"
 
 
-def training_inputs(config, data_dir: str | None = None):
+def training_inputs(config, data_dir: str | None = None,
+                    proxy_files: dict[str, str] | None = None):
   """(raw proxy per dataset (3, N), (prior, sampler), description of what was used).
 
   With the bundle: the paper's proxy and a prior fitted on the 13 training devices.
@@ -58,7 +59,7 @@ def training_inputs(config, data_dir: str | None = None):
         f"NO BENCHMARK BUNDLE (set ${bench.DATA_DIR_ENV}): embedded defaults, the parameter "
         f"count as accuracy proxy and the prior of hwnas_jax/{EMBEDDED_PRIOR} (fitted on "
         f"{', '.join(embedded['devices'])})")
-  benchmark = bench.load_benchmark(data_dir)
+  benchmark = bench.load_benchmark(data_dir, proxy_files=proxy_files)
   tables = synthetic.training_tables(benchmark)
   proxies = np.stack([benchmark.proxy(d) for d in searchspace.DATASETS]).astype(np.float32)
   if config.prior == "paper":
@@ -164,9 +165,12 @@ def load_policy(workdir: str):
 
 
 def train_and_evaluate(config, workdir: str, data_dir: str | None = None,
-                       log: Callable[[str], None] = print) -> dict[str, Any]:
+                       log: Callable[[str], None] = print,
+                       proxy_files: dict[str, str] | None = None) -> dict[str, Any]:
+  """Meta-train into `workdir` (resuming from its checkpoint); `proxy_files` maps a dataset
+  to a proxy table (e.g. from experiments.score_proxies) replacing the bundle's."""
   os.makedirs(workdir, exist_ok=True)
-  proxies_np, (prior, sample_devices), source = training_inputs(config, data_dir)
+  proxies_np, (prior, sample_devices), source = training_inputs(config, data_dir, proxy_files)
   log(f"meta-training data: {source}")
   proxies_raw = jnp.asarray(proxies_np)
   agent = make_agent(config, proxies_np)

@@ -29,7 +29,9 @@ def _forms(ops):
           "masked": jnp.asarray(searchspace.one_hot(np.array(ops)))}
 
 
-_APPLY = jax.jit(lambda p, h, o: TINY.apply({"params": p}, h, o))  # compiled once per form
+FAST_COMPILE = {"xla_backend_optimization_level": 0}  # tiny networks: compile, don't optimise
+# Compiled once per form (the static form runs eagerly).
+_APPLY = jax.jit(lambda p, h, o: TINY.apply({"params": p}, h, o), compiler_options=FAST_COMPILE)
 
 
 @pytest.mark.parametrize("ops", ARCHS)
@@ -43,7 +45,8 @@ def test_forms_agree(params, images, ops):
 
 def test_relu_kernel_agrees_across_forms(params, images):
   net = TINY.clone(relu_kernel=True)
-  fn = jax.jit(lambda p, h, o: net.apply({"params": p}, h, o, mutable=["intermediates"])[1])
+  fn = jax.jit(lambda p, h, o: net.apply({"params": p}, h, o, mutable=["intermediates"])[1],
+               compiler_options=FAST_COMPILE)
   for ops in ARCHS[:2]:
     forms = _forms(ops)
     static = net.apply({"params": params}, images, forms.pop("static"), mutable=["intermediates"])

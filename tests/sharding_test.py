@@ -63,6 +63,7 @@ def sharded_and_vmapped(config):
   rollout_fn = sharding.shard_rollout(agent.rollout, sample_fn, config)
   optimizer = ppo.make_optimizer(config)
   params = jax.jit(agent.init)(jax.random.key(1))
+  params = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), params)  # strong types: 1 compile
   results = []
   for make in (sharding.make_sharded_update, sharding.make_vmapped_update):
     update = make(config, agent.apply, rollout_fn, optimizer)

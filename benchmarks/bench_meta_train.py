@@ -45,7 +45,7 @@ _SHARDS = flags.DEFINE_list("shards", ["1", "2", "4"], "Shard counts (devices) t
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed updates after the compiling one.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None,
                                 "Benchmark bundle (default $HWNAS_DATA_DIR, else embedded prior).")
-_TIMEOUT = flags.DEFINE_integer("timeout", 3600, "Seconds allowed to one configuration.")
+_TIMEOUT = flags.DEFINE_integer("timeout", 1800, "Seconds allowed to one configuration.")
 _WORKER_SHARDS = flags.DEFINE_integer("worker_shards", None, "Internal: run one configuration.")
 _WORKER_BATCH = flags.DEFINE_integer("worker_batch", None, "Internal: run one configuration.")
 
@@ -82,7 +82,7 @@ def build_update(config, data_dir):
   if config.num_shards > 1:
     update = sharding.make_sharded_update(config, agent.apply, rollout_fn, optimizer)
     replicated = jax.sharding.NamedSharding(update.mesh, jax.sharding.PartitionSpec())
-    state, key = jax.device_put((state, key), replicated)
+    state, key = sharding.replicate((state, key), replicated)
     return update.jitted, state, key, source
   return jax.jit(ppo.make_update(config, agent.apply, rollout_fn, optimizer)), state, key, source
 

@@ -70,6 +70,29 @@ def count_groups() -> tuple[np.ndarray, np.ndarray]:
   return groups.astype(np.float32), group_of.reshape(-1).astype(np.int32)
 
 
+def spd_inverse(matrix: jnp.ndarray) -> jnp.ndarray:
+  """Inverse of a small symmetric positive-definite matrix by an unrolled Cholesky.
+
+  Plain jnp, no LAPACK: XLA's CPU batched triangular solve deadlocked its thread pool at
+  2,048+ vmapped 5x5 systems (seen on 2 cores), and at this size unrolling is as fast.
+  """
+  n = matrix.shape[-1]
+  lower = [[None] * n for _ in range(n)]
+  for j in range(n):
+    diag = matrix[j, j] - sum(lower[j][k] ** 2 for k in range(j))
+    lower[j][j] = jnp.sqrt(diag)
+    for i in range(j + 1, n):
+      lower[i][j] = (matrix[i, j] - sum(lower[i][k] * lower[j][k] for k in range(j))) / lower[j][j]
+  # inverse(L), lower triangular, by forward substitution; then inverse = inv(L)^T inv(L).
+  inv = [[jnp.zeros_like(matrix[0, 0])] * n for _ in range(n)]
+  for i in range(n):
+    inv[i][i] = 1.0 / lower[i][i]
+    for j in range(i):
+      inv[i][j] = -sum(lower[i][k] * inv[k][j] for k in range(j, i)) / lower[i][i]
+  inv_lower = jnp.stack([jnp.stack(row) for row in inv])
+  return inv_lower.T @ inv_lower
+
+
 def fit_latency(x: jnp.ndarray, obs: Observation, prior_mean, prior_scale, noise_scale):
   """Posterior mean and std of latency / budget for each row of `x` (Bayesian ridge)."""
   groups, group_of = count_groups()
@@ -80,9 +103,8 @@ def fit_latency(x: jnp.ndarray, obs: Observation, prior_mean, prior_scale, noise
   # A probe that could not run (inf) or ran far over budget says "too slow", not how slow.
   latency_rel = jnp.minimum(obs.latency_rel, 10.0)
   rhs = prior_mean / prior_scale**2 + phi.T @ (mask * latency_rel) / noise_scale**2
-  chol = jax.scipy.linalg.cho_factor(precision)
-  weights = jax.scipy.linalg.cho_solve(chol, rhs)
-  covariance = jax.scipy.linalg.cho_solve(chol, jnp.eye(dim))
+  covariance = spd_inverse(precision)
+  weights = covariance @ rhs
   mean = x @ weights
   var = jnp.sum((x @ covariance) * x, axis=-1) + noise_scale**2
   return mean, jnp.sqrt(var)
@@ -130,8 +152,8 @@ class Controller(nn.Module):
   def __call__(self, obs: Observation, proxy_std: jnp.ndarray):
     proxy_floor = jnp.min(proxy_std)
     prior_mean = self.param("prior_mean", lambda _: jnp.ones(searchspace.NUM_OPS))
-    prior_scale = jax.nn.softplus(self.param("prior_scale_raw", lambda _: jnp.array(0.55)))
-    noise_scale = jax.nn.softplus(self.param("noise_scale_raw", lambda _: jnp.array(-2.5)))
+    prior_scale = jax.nn.softplus(self.param("prior_scale_raw", lambda _: jnp.array(0.55, jnp.float32)))
+    noise_scale = jax.nn.softplus(self.param("noise_scale_raw", lambda _: jnp.array(-2.5, jnp.float32)))
     best, any_valid = probe_summary(proxy_std, proxy_floor, obs)
 
     # Recurrent summary of the probe history, slot by slot (masked beyond num_probed).

@@ -46,3 +46,10 @@ def test_policy_never_repeats_a_probe_and_prefers_proxy_among_feasible():
   assert logits.shape == (searchspace.NUM_ARCHS,) and value.shape == ()
   assert float(logits[5]) == controller_lib.MASKED and float(logits[17]) == controller_lib.MASKED
   assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_spd_inverse_matches_numpy():
+  a = np.random.default_rng(2).normal(size=(5, 5)).astype(np.float32)
+  spd = a @ a.T + 5 * np.eye(5, dtype=np.float32)
+  np.testing.assert_allclose(controller_lib.spd_inverse(jnp.asarray(spd)), np.linalg.inv(spd),
+                             rtol=1e-4, atol=1e-5)

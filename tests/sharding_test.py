@@ -95,6 +95,9 @@ def check_sharded_matches_vmapped():
 def test_sharded_update_matches_vmapped_shards():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+  if jax.config.jax_compilation_cache_dir:  # share the session's cache (tests/conftest.py)
+    env.update(JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   run = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=root, env=env,
                        capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stdout + run.stderr
@@ -116,7 +119,7 @@ def tiny():
 def _update_builder(monkeypatch, tmp_path, tiny, config):
   """Which builder `train_and_evaluate` calls for its update: 'plain' or 'sharded'."""
   proxies, prior, params = tiny
-  monkeypatch.setattr(train, "training_inputs", lambda config, data_dir=None: (
+  monkeypatch.setattr(train, "training_inputs", lambda *args, **kwargs: (
       proxies, (prior, synthetic.sample_devices), "tiny"))
   make_agent = train.make_agent
   monkeypatch.setattr(train, "make_agent", lambda *args: make_agent(*args)._replace(

@@ -181,12 +181,6 @@ def train_and_evaluate(config, workdir: str, data_dir: str | None = None,
     return episode.sample_episodes(key, prior, num, proxies_raw, config.budget_percentiles,
                                    sample_devices)
 
-  def rollout_fn(params, key):
-    key_sample, key_roll = jax.random.split(key)
-    transitions, score, valid = agent.rollout(params, sample_fn(key_sample, config.num_devices),
-                                              key_roll)
-    return transitions, {"score": score.mean(), "feasible_rate": valid.mean()}
-
   optimizer = ppo.make_optimizer(config)
   key, init_key = jax.random.split(jax.random.key(config.seed))
   params = agent.init(init_key)
@@ -194,10 +188,10 @@ def train_and_evaluate(config, workdir: str, data_dir: str | None = None,
   state, key = restore_checkpoint(workdir, state, key)
   if int(state.step):
     log(f"resuming from update {int(state.step)} in {workdir}")
+  # One shard's share of the episodes; with one shard, all of them.
+  rollout_fn = sharding.shard_rollout(agent.rollout, sample_fn, config)
   if config.get("num_shards", 1) > 1:  # the episodes split over accelerators
-    update = sharding.make_sharded_update(
-        config, agent.apply, sharding.shard_rollout(agent.rollout, sample_fn, config),
-        optimizer)
+    update = sharding.make_sharded_update(config, agent.apply, rollout_fn, optimizer)
   else:
     update = jax.jit(ppo.make_update(config, agent.apply, rollout_fn, optimizer))
 

@@ -61,49 +61,39 @@ def peak_memory_mib() -> dict[str, float]:
 
 
 def build_update(config, data_dir):
-  """(jitted update, state, key, where the data came from) exactly as train.py builds them."""
+  """(jitted update of one seed, state, data, where the data came from), as train.py builds it."""
   import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from hwnas_jax import episode, ppo, sharding, train  # pylint: disable=import-outside-toplevel
+  from hwnas_jax.metatrain import sharding, train  # pylint: disable=import-outside-toplevel
 
-  proxies_np, (prior, sample_devices), source = train.training_inputs(config, data_dir)
-  proxies_raw = jnp.asarray(proxies_np)
-  agent = train.make_agent(config, proxies_np)
-
-  def sample_fn(key, num):
-    return episode.sample_episodes(key, prior, num, proxies_raw, config.budget_percentiles,
-                                   sample_devices)
-
-  rollout_fn = sharding.shard_rollout(agent.rollout, sample_fn, config)  # all, if 1 shard
-  optimizer = ppo.make_optimizer(config)
-  params = jax.jit(agent.init)(jax.random.key(config.seed))
-  state = ppo.TrainState(params, optimizer.init(params), jnp.array(0))
-  key = jax.random.key(config.seed + 1)
-  if config.num_shards > 1:
-    update = sharding.make_sharded_update(config, agent.apply, rollout_fn, optimizer)
+  data, source = train.training_data(config, data_dir)
+  sharded = int(config.num_shards) > 1
+  trainer = train.make_train(config, sharding.AXIS if sharded else None)
+  state = jax.jit(trainer.init)(jax.random.key(config.seed))
+  state = jax.tree.map(lambda x: jax.numpy.asarray(x, x.dtype), state)
+  if sharded:
+    update = sharding.make_sharded_update(trainer.update, config)
     replicated = jax.sharding.NamedSharding(update.mesh, jax.sharding.PartitionSpec())
-    state, key = sharding.replicate((state, key), replicated)
-    return update.jitted, state, key, source
-  return jax.jit(ppo.make_update(config, agent.apply, rollout_fn, optimizer)), state, key, source
+    state, data = sharding.replicate((state, data), replicated)
+    return update.jitted, state, data, source
+  return jax.jit(trainer.update), state, data, source
 
 
 def run_worker(config, data_dir, repeats: int) -> dict:
   """Compile, one untimed call, then `repeats` timed updates of this configuration."""
   import jax  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
-  jitted, state, key, source = build_update(config, data_dir)
+  jitted, state, data, source = build_update(config, data_dir)
   setup_s = time.perf_counter() - start
-  keys = jax.random.split(key, repeats + 1)
   start = time.perf_counter()
-  compiled = jitted.lower(state, keys[0]).compile()  # one XLA executable for the whole update
+  compiled = jitted.lower(state, data).compile()  # one XLA executable for the whole update
   compile_s = time.perf_counter() - start
   start = time.perf_counter()
-  state, metrics = jax.block_until_ready(compiled(state, keys[0]))
+  state, metrics = jax.block_until_ready(compiled(state, data))
   first_s = time.perf_counter() - start
   seconds = []
-  for k in keys[1:]:
+  for _ in range(repeats):
     start = time.perf_counter()
-    state, metrics = jax.block_until_ready(compiled(state, k))
+    state, metrics = jax.block_until_ready(compiled(state, data))
     seconds.append(time.perf_counter() - start)
   per_update = statistics.median(seconds) if seconds else first_s
   probe_steps = config.num_devices * config.num_probes

@@ -26,10 +26,10 @@ from absl import flags
 import numpy as np
 from scipy import stats
 
-from hwnas_jax import bench
-from hwnas_jax import network
-from hwnas_jax import proxies
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import tables
+from hwnas_jax.benchmark import network
+from hwnas_jax.benchmark import proxies
+from hwnas_jax.benchmark import searchspace
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
@@ -155,7 +155,7 @@ def torch_scorer():
 
 def main(argv):
   del argv
-  directory = bench.data_dir(FLAGS.data_dir)
+  directory = tables.data_dir(FLAGS.data_dir)
   with np.load(os.path.join(directory, f"images_{FLAGS.dataset}.npz")) as data:
     images = data["images"]
   batches = proxies.prepare_images(images)  # NHWC for JAX

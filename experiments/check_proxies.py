@@ -25,8 +25,8 @@ from scipy import stats
 
 from experiments import cli
 from experiments import score_proxies
-from hwnas_jax import bench
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import tables
+from hwnas_jax.benchmark import searchspace
 
 FLAGS = flags.FLAGS
 
@@ -55,28 +55,28 @@ def compare(computed: dict[str, np.ndarray], published: dict[str, np.ndarray],
             accuracy: np.ndarray) -> dict[str, float]:
   """Agreement of one dataset's computed proxies with the published ones, and with accuracy."""
   idx = computed["index"]
-  pub = {name: np.asarray(published[name])[idx] for name in bench.PROXY_NAMES}
+  pub = {name: np.asarray(published[name])[idx] for name in tables.PROXY_NAMES}
   acc = np.asarray(accuracy)[idx]
   out = {f"rho_{name}_vs_bundle": spearman(computed[name], pub[name])
          for name in ("naswot", "logsynflow")}
   out["skip_equal"] = int(np.sum(np.isclose(computed["skip"], pub["skip"], rtol=0, atol=1e-12)))
   out["num_archs"] = int(len(idx))
-  for name in bench.PROXY_NAMES:
+  for name in tables.PROXY_NAMES:
     out[f"rho_acc_{name}_computed"] = spearman(computed[name], acc)
     out[f"rho_acc_{name}_bundle"] = spearman(pub[name], acc)
-  out["rho_acc_combined_computed"] = spearman(bench.combined_proxy(computed), acc)
-  out["rho_acc_combined_bundle"] = spearman(bench.combined_proxy(pub), acc)
+  out["rho_acc_combined_computed"] = spearman(tables.combined_proxy(computed), acc)
+  out["rho_acc_combined_bundle"] = spearman(tables.combined_proxy(pub), acc)
   return out
 
 
 def main(argv):
   del argv
-  directory = bench.data_dir(FLAGS.data_dir)
+  directory = tables.data_dir(FLAGS.data_dir)
   unknown = [d for d in FLAGS.datasets if d not in searchspace.DATASETS]
   if unknown:
     raise ValueError(f"unknown datasets {unknown}; known: {list(searchspace.DATASETS)}")
   indices = sample_archs(FLAGS.num_archs, FLAGS.seed)
-  accuracy = bench.load_test_accuracy(os.path.join(directory, "test_accuracy.npz"))
+  accuracy = tables.load_test_accuracy(os.path.join(directory, "test_accuracy.npz"))
   report = {"seed": FLAGS.seed, "num_archs": FLAGS.num_archs, "datasets": {}}
   for dataset in FLAGS.datasets:
     start = time.perf_counter()
@@ -87,7 +87,7 @@ def main(argv):
         computed = {key: data[key] for key in data.files}
     else:
       computed = score_proxies.score_archs(dataset, images, indices, output, seed=FLAGS.seed)
-    published = bench.load_proxy_file(os.path.join(directory, f"proxies_{dataset}.npz"))
+    published = tables.load_proxy_file(os.path.join(directory, f"proxies_{dataset}.npz"))
     result = compare(computed, published, accuracy[dataset])
     result["seconds"] = time.perf_counter() - start
     report["datasets"][dataset] = result

@@ -1,12 +1,18 @@
 """Shared entry-point plumbing: bad input ends in one readable line, not a traceback."""
 
+import os
 import sys
 
 from absl import app
 
-from hwnas_jax.bench import BenchmarkDataError
+from experiments.configs import default
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.benchmark.tables import BenchmarkDataError
+from hwnas_jax.devices.interface import DeviceError
+from hwnas_jax.metatrain import config as config_lib
 
-USER_ERRORS = (BenchmarkDataError, ValueError, KeyError, FileNotFoundError)
+USER_ERRORS = (BenchmarkDataError, DeviceError, ValueError, KeyError, FileNotFoundError,
+               IndexError, TypeError)
 
 
 def run(main):
@@ -21,3 +27,28 @@ def run(main):
       sys.exit(2)
 
   app.run(guarded)
+
+
+def checked_config(config):
+  """The config, its keys checked against default.py's and its values against their rules."""
+  config_lib.check_keys(config, default.get_config())
+  config_lib.validate(config)
+  return config
+
+
+def proxy_files(items) -> dict[str, str]:
+  """--proxy_files entries `dataset:PATH.npz` as a dict, each dataset known and each file there."""
+  files = {}
+  for item in items:
+    dataset, sep, path = item.partition(":")
+    if not sep or not path:
+      raise ValueError(f"--proxy_files entry {item!r} is not dataset:PATH.npz")
+    if dataset not in searchspace.DATASETS:
+      raise ValueError(f"--proxy_files names dataset {dataset!r}; known: "
+                       f"{', '.join(searchspace.DATASETS)}")
+    if dataset in files:
+      raise ValueError(f"--proxy_files names {dataset!r} twice")
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"--proxy_files: {path!r} does not exist")
+    files[dataset] = path
+  return files

@@ -30,11 +30,11 @@ import jax
 import numpy as np
 import scipy.stats
 
-from hwnas_jax import bench
-from hwnas_jax import searchspace
-from hwnas_jax import synthetic
+from hwnas_jax.benchmark import tables
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices import synthetic
 
-_DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get(bench.DATA_DIR_ENV, ""),
+_DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get(tables.DATA_DIR_ENV, ""),
                                 "benchmark bundle folder (default: $HWNAS_DATA_DIR)")
 _LATENCY_FILE = flags.DEFINE_string("latency_file", None, "another latency .npz to use")
 _OUTPUT = flags.DEFINE_string("output", None, "write the report here (.json: JSON, else markdown)")
@@ -46,36 +46,36 @@ STAT_NAMES = ("overhead_share",) + tuple(f"share_{op}" for op in searchspace.OPS
     "range_ratio", "additive_r2")
 
 
-# --- model-free statistics of latency tables -------------------------------------------
+# --- model-free statistics of latency latency_tables -------------------------------------------
 
 def _count_design() -> np.ndarray:
   counts = searchspace.op_counts().astype(np.float64)
   return np.c_[np.ones(len(counts)), counts[:, 1:]]  # `none` is the reference
 
 
-def table_stats(tables: np.ndarray) -> dict[str, np.ndarray]:
+def table_stats(latency_tables: np.ndarray) -> dict[str, np.ndarray]:
   """Statistics of (n, 15625) latency tables from an additive per-op-count fit of each."""
-  tables = np.atleast_2d(np.asarray(tables, np.float64))
+  latency_tables = np.atleast_2d(np.asarray(latency_tables, np.float64))
   design = _count_design()
-  coef = np.linalg.lstsq(design, tables.T, rcond=None)[0].T        # (n, 5)
+  coef = np.linalg.lstsq(design, latency_tables.T, rcond=None)[0].T        # (n, 5)
   fitted = coef @ design.T
   per_op = np.c_[np.zeros(len(coef)), coef[:, 1:]]
   cheapest = per_op.min(1, keepdims=True)
   overhead = coef[:, 0] + searchspace.NUM_EDGES * cheapest[:, 0]    # the cheapest cell's latency
   excess = per_op - cheapest
   shares = excess / np.maximum(excess.sum(1, keepdims=True), 1e-12)
-  mean = tables.mean(1)
+  mean = latency_tables.mean(1)
   stats = {"mean_ms": mean, "overhead_share": overhead / mean}
   for i, op in enumerate(searchspace.OPS):
     stats[f"share_{op}"] = shares[:, i]
-  stats["range_ratio"] = tables.max(1) / tables.min(1)
-  stats["additive_r2"] = 1 - ((tables - fitted)**2).mean(1) / tables.var(1)
+  stats["range_ratio"] = latency_tables.max(1) / latency_tables.min(1)
+  stats["additive_r2"] = 1 - ((latency_tables - fitted)**2).mean(1) / latency_tables.var(1)
   return stats
 
 
-def _standard_ranks(tables: np.ndarray) -> np.ndarray:
+def _standard_ranks(latency_tables: np.ndarray) -> np.ndarray:
   """Rows ranked (ties averaged), centred and scaled so a dot product / n is Spearman's rho."""
-  ranks = scipy.stats.rankdata(np.atleast_2d(tables), axis=1)
+  ranks = scipy.stats.rankdata(np.atleast_2d(latency_tables), axis=1)
   ranks -= ranks.mean(1, keepdims=True)
   return ranks / ranks.std(1, keepdims=True)
 
@@ -127,8 +127,8 @@ def coverage_report(latency: Mapping[str, np.ndarray], num_samples: int = 512,
                     seed: int = 0) -> dict:
   """Everything the report prints, as plain numbers."""
   names = list(latency)
-  train = [n for n in names if n not in bench.VALIDATION_DEVICES]
-  valid = [n for n in names if n in bench.VALIDATION_DEVICES]
+  train = [n for n in names if n not in tables.VALIDATION_DEVICES]
+  valid = [n for n in names if n in tables.VALIDATION_DEVICES]
   design = _count_design()
 
   # 1. best-fitting member per device, and the additive baseline.
@@ -139,7 +139,7 @@ def coverage_report(latency: Mapping[str, np.ndarray], num_samples: int = 512,
     structural = np.asarray(synthetic.latency_table(synthetic.without_jitter(device)), np.float64)
     additive = design @ np.linalg.lstsq(design, y, rcond=None)[0]
     fits[name] = {
-        "split": "validation" if name in bench.VALIDATION_DEVICES else "training",
+        "split": "validation" if name in tables.VALIDATION_DEVICES else "training",
         "family_r2": r2(y, structural),
         "family_spearman": float(scipy.stats.spearmanr(y, structural)[0]),
         "additive_r2": r2(y, additive),
@@ -157,9 +157,9 @@ def coverage_report(latency: Mapping[str, np.ndarray], num_samples: int = 512,
   groups = {}
   sampled = {}
   for component in ("mixture", "fitted", "broad"):
-    tables = sample_tables(prior, num_samples, seed, component)
-    sampled[component] = tables
-    groups[f"prior_{component}"] = table_stats(tables)
+    latency_tables = sample_tables(prior, num_samples, seed, component)
+    sampled[component] = latency_tables
+    groups[f"prior_{component}"] = table_stats(latency_tables)
   index = {n: i for i, n in enumerate(names)}
   for label, members in (("training", train), ("validation", valid)):
     groups[label] = {k: v[[index[n] for n in members]] for k, v in real_stats.items()}
@@ -170,8 +170,8 @@ def coverage_report(latency: Mapping[str, np.ndarray], num_samples: int = 512,
     rho["training"] = _offdiag(spearman_matrix(train_ranks, train_ranks))
     if valid:
       rho["validation"] = spearman_matrix(real_tables[[index[n] for n in valid]], train_ranks).ravel()
-    for component, tables in sampled.items():
-      rho[f"prior_{component}"] = spearman_matrix(tables[:128], train_ranks).ravel()
+    for component, latency_tables in sampled.items():
+      rho[f"prior_{component}"] = spearman_matrix(latency_tables[:128], train_ranks).ravel()
   spread = {}
   for label, stats in groups.items():
     spread[label] = {name: _quantiles(stats[name]) for name in ("mean_ms",) + STAT_NAMES}
@@ -199,8 +199,8 @@ def coverage_report(latency: Mapping[str, np.ndarray], num_samples: int = 512,
     held_points = points[[index[n] for n in held]]
     row = {"held_out": held}
     for component in ("fitted", "mixture"):
-      tables = sample_tables(fold_prior, num_samples, seed + 1, component)
-      row[component] = [float(v) for v in typicality(held_points, _stat_matrix(table_stats(tables)), scale)]
+      latency_tables = sample_tables(fold_prior, num_samples, seed + 1, component)
+      row[component] = [float(v) for v in typicality(held_points, _stat_matrix(table_stats(latency_tables)), scale)]
     lofo[family] = row
 
   return {"devices": fits, "spread": spread, "typicality": typical, "leave_family_out": lofo,
@@ -265,7 +265,7 @@ def to_markdown(report: dict) -> str:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  benchmark = bench.load_benchmark(_DATA_DIR.value or None, latency_file=_LATENCY_FILE.value)
+  benchmark = tables.load_benchmark(_DATA_DIR.value or None, latency_file=_LATENCY_FILE.value)
   report = coverage_report(benchmark.latency_ms, _NUM_SAMPLES.value, _SEED.value)
   text = to_markdown(report)
   print(text)

@@ -14,9 +14,9 @@ import os
 from absl import flags
 from tqdm import tqdm
 
-from hwnas_jax import bench
-from hwnas_jax import evaluation
-from hwnas_jax import search
+from hwnas_jax.benchmark import tables
+from hwnas_jax.search import protocol
+from hwnas_jax.search import registry
 from experiments import cli
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Benchmark bundle folder (default: $HWNAS_DATA_DIR).")
@@ -39,38 +39,39 @@ def parse_budgets(percentiles, absolute, devices):
   """A function device -> list of Budget, from --budgets or --budget_ms."""
   if not absolute:
     qs = [float(q) for q in percentiles]
-    return lambda latency, device: [evaluation.percentile_budget(latency, q) for q in qs]
+    return lambda latency, device: [protocol.percentile_budget(latency, q) for q in qs]
   per_device = {}
   if any(":" in item for item in absolute):
     for item in absolute:
       device, *values = item.split(":")
       if device not in devices:
         raise ValueError(f"--budget_ms names device {device!r}, not among --devices {devices}")
-      per_device[device] = [evaluation.Budget(float(v)) for v in values]
+      per_device[device] = [protocol.Budget(float(v)) for v in values]
     missing = [d for d in devices if d not in per_device]
     if missing:
       raise ValueError(f"--budget_ms gives no budget for {missing}")
     return lambda latency, device: per_device[device]
-  common = [evaluation.Budget(float(v)) for v in absolute]
+  common = [protocol.Budget(float(v)) for v in absolute]
   return lambda latency, device: common
 
 
 def main(argv):
   del argv
   proxy_files = dict(item.split(":", 1) for item in _PROXY_FILES.value)
-  benchmark = bench.load_benchmark(_DATA_DIR.value, _LATENCY_FILE.value, proxy_files)
+  benchmark = tables.load_benchmark(_DATA_DIR.value, _LATENCY_FILE.value, proxy_files)
   devices = _DEVICES.value or list(benchmark.devices)
   benchmark = benchmark.select_devices(devices)
   budgets_of = parse_budgets(_BUDGETS.value, _BUDGET_MS.value, devices)
-  methods = {name: search.make_method(name, _CHECKPOINT.value) for name in _METHODS.value}
+  methods = {name: registry.make_methods(name, _CHECKPOINT.value)
+             for name in registry.check_names(_METHODS.value)}
   print(f"benchmark: {benchmark.source}; latency file: "
         f"{_LATENCY_FILE.value or 'bundle latency_ms.npz'}; devices: {', '.join(devices)}")
-  results = evaluation.evaluate(
+  results = protocol.evaluate(
       benchmark, methods, devices, _DATASETS.value,
       lambda device: budgets_of(benchmark.latency(device), device),
       _PROBES.value, _EPISODES.value, _SEED.value,
       progress=lambda cells: tqdm(cells, desc="cells", unit="cell"))
-  print(evaluation.format_table(results["rows"], results["summary"]))
+  print(protocol.format_table(results["rows"], results["summary"]))
   if _OUTPUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
     with open(_OUTPUT.value, "w") as f:

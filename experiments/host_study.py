@@ -24,11 +24,12 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments import cli
-from experiments import search as search_cli
-from hwnas_jax import bench
-from hwnas_jax import host
-from hwnas_jax import search
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import tables
+from hwnas_jax.devices import host
+from hwnas_jax.search import interface
+from hwnas_jax.search import plots
+from hwnas_jax.search import session
+from hwnas_jax.benchmark import searchspace
 
 FLAGS = flags.FLAGS
 SAMPLE_FIELDS = ("latency_ms", "iqr_ms", "std_ms", "build_s", "compile_s", "wall_s")
@@ -84,8 +85,8 @@ def available_methods(names, checkpoint):
   methods = {}
   for name in names:
     try:
-      methods[name] = search_cli.resolve_method(name, checkpoint)
-    except search_cli.SearchError as error:
+      methods[name] = session.resolve_method(name, checkpoint)
+    except session.SearchError as error:
       print(f"note: skipping {name}: {error}")
   return methods
 
@@ -161,7 +162,7 @@ def sample_references(sample: dict, budget_ms: float, accuracy: np.ndarray,
 
 def main(argv):
   del argv
-  benchmark = bench.load_benchmark(FLAGS.data_dir)
+  benchmark = tables.load_benchmark(FLAGS.data_dir)
   dataset = FLAGS.dataset
   accuracy, proxy = benchmark.accuracy(dataset), benchmark.proxy(dataset)
   methods = available_methods(FLAGS.methods, FLAGS.checkpoint)
@@ -184,19 +185,19 @@ def main(argv):
         f"({np.mean(sample['compile_s']):.2f} s of it compiling)")
   background = np.full(searchspace.NUM_ARCHS, np.nan)
   background[indices] = sample_ms
-  task = search.Task(dataset, budget_ms, FLAGS.probes, proxy)
+  task = interface.Task(dataset, budget_ms, FLAGS.probes, proxy)
   records, rows = [], []
   for name, method in methods.items():
     for seed in range(FLAGS.seeds):
       device = host.HostDevice(**settings)  # fresh: no executable carried between runs
-      record = search_cli.run_search(device, method, task, seed, accuracy, name)
+      record = session.run_search(device, method, task, seed, accuracy, name)
       record["host_measurements"] = [m.to_dict() for m in device.records]
       records.append(record)
       rows.append(study_row(record, sample_ms))
-      for line in search_cli.format_record(record).splitlines():
+      for line in session.format_record(record).splitlines():
         if line.startswith(("answer", "check")):
           print(f"{name} seed {seed}: {line}")
-      search_cli.plot_search(record, proxy, os.path.join(FLAGS.out_dir, f"{name}_seed{seed}.png"),
+      plots.plot_search(record, proxy, os.path.join(FLAGS.out_dir, f"{name}_seed{seed}.png"),
                              background=background,
                              background_label=f"{len(indices)} sampled architectures (host)")
   summary = summarize(rows)
@@ -235,7 +236,7 @@ def plot_study(records, rows, proxy, background, budget_ms, path):
                     "device": records[0]["device"], "dataset": records[0]["dataset"],
                     "method": "answers of every run", "num_probes": records[0]["num_probes"],
                     "seed": f"{rows[0]['seed']}..{rows[-1]['seed']}"}
-  search_cli.plot_search(summary_record, proxy, path, background=background,
+  plots.plot_search(summary_record, proxy, path, background=background,
                          background_label="sampled architectures (host)", extra_answers=extras)
 
 

@@ -16,38 +16,40 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from experiments import cli
-from hwnas_jax import bench
-from hwnas_jax import evaluation
-from hwnas_jax import search
-from hwnas_jax import train
+from hwnas_jax.benchmark import tables
+from hwnas_jax.search import protocol
+from hwnas_jax.search import registry
+from hwnas_jax.metatrain import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/quick.py",
                                           "Meta-training configuration file.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quick", "Checkpoints, metrics and results.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
 _EPISODES = flags.DEFINE_integer("episodes", 25, "Episodes per evaluation cell.")
+_FRESH = flags.DEFINE_bool("fresh", False, "Start the workdir afresh (delete its checkpoints).")
 _METHODS = ["random", "rea", "lsq", "controller", "oracle", "proxy_oracle"]
 
 
 def main(argv):
   del argv
-  last = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, _DATA_DIR.value)
-  print(f"held-out synthetic devices ({_CONFIG.value.eval_devices}, greedy, K="
-        f"{_CONFIG.value.num_probes}): controller {last.get('eval_score', float('nan')):.3f} "
+  config = cli.checked_config(_CONFIG.value)
+  last = train.train_and_evaluate(config, _WORKDIR.value, _DATA_DIR.value, fresh=_FRESH.value)
+  print(f"held-out synthetic devices ({config.eval_devices}, greedy, K={config.num_probes}, "
+        f"{config.num_seeds} seed(s)): controller {last.get('eval_score', float('nan')):.3f} "
         f"vs random search {last.get('random_score', float('nan')):.3f} of the best proxy "
         "within budget")
-  if _DATA_DIR.value is None and not os.environ.get(bench.DATA_DIR_ENV):
-    print(f"no benchmark bundle: set ${bench.DATA_DIR_ENV} for the real-device table")
+  if _DATA_DIR.value is None and not os.environ.get(tables.DATA_DIR_ENV):
+    print(f"no benchmark bundle: set ${tables.DATA_DIR_ENV} for the real-device table")
     return
-  benchmark = bench.load_benchmark(_DATA_DIR.value).select_devices(bench.VALIDATION_DEVICES)
-  methods = {name: search.make_method(name, _WORKDIR.value) for name in _METHODS}
-  results = evaluation.evaluate(
+  benchmark = tables.load_benchmark(_DATA_DIR.value).select_devices(tables.VALIDATION_DEVICES)
+  methods = {name: registry.make_methods(name, _WORKDIR.value) for name in _METHODS}
+  results = protocol.evaluate(
       benchmark, methods, benchmark.devices, benchmark.datasets,
-      lambda device: [evaluation.percentile_budget(benchmark.latency(device), q)
+      lambda device: [protocol.percentile_budget(benchmark.latency(device), q)
                       for q in (10, 25, 50)],
-      _CONFIG.value.num_probes, _EPISODES.value, seed=0,
+      config.num_probes, _EPISODES.value, seed=0,
       progress=lambda cells: tqdm(cells, desc="evaluate", unit="cell"))
-  print(evaluation.format_table(results["rows"], results["summary"]))
+  print(protocol.format_table(results["rows"], results["summary"]))
   path = os.path.join(_WORKDIR.value, "results.json")
   with open(path, "w") as f:
     json.dump(results, f, indent=1)

@@ -16,9 +16,9 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from tqdm import tqdm
 
 from experiments import cli
-from hwnas_jax import bench
-from hwnas_jax import evaluation
-from hwnas_jax import search
+from hwnas_jax.benchmark import tables
+from hwnas_jax.search import protocol
+from hwnas_jax.search import registry
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "meta_train --workdir of the controller.")
@@ -31,13 +31,14 @@ _OUTPUT = flags.DEFINE_string("output", "results/probe_curve.json", "JSON path; 
 
 def main(argv):
   del argv
-  benchmark = bench.load_benchmark(_DATA_DIR.value).select_devices(bench.VALIDATION_DEVICES)
-  methods = {name: search.make_method(name, _CHECKPOINT.value) for name in _METHODS.value}
+  benchmark = tables.load_benchmark(_DATA_DIR.value).select_devices(tables.VALIDATION_DEVICES)
+  methods = {name: registry.make_methods(name, _CHECKPOINT.value)
+             for name in registry.check_names(_METHODS.value)}
   curve = {name: {} for name in methods}
   for k in tqdm([int(k) for k in _PROBES.value], desc="K"):
-    results = evaluation.evaluate(
+    results = protocol.evaluate(
         benchmark, methods, benchmark.devices, benchmark.datasets,
-        lambda device: [evaluation.percentile_budget(benchmark.latency(device), q)
+        lambda device: [protocol.percentile_budget(benchmark.latency(device), q)
                         for q in (10, 25, 50)], k, _EPISODES.value, _SEED.value)
     for name, summary in results["summary"].items():
       curve[name][k] = summary

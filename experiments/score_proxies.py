@@ -24,9 +24,9 @@ import numpy as np
 import tqdm
 
 from experiments import cli
-from hwnas_jax import network
-from hwnas_jax import proxies
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import network
+from hwnas_jax.benchmark import proxies
+from hwnas_jax.benchmark import searchspace
 
 FLAGS = flags.FLAGS
 

@@ -11,9 +11,9 @@ import pickle
 import numpy as np
 import pytest
 
-from hwnas_jax import bench
-from hwnas_jax import searchspace
-from hwnas_jax.devices import TableDevice
+from hwnas_jax.benchmark import tables
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices.table import TableDevice
 
 N = searchspace.NUM_ARCHS
 BUNDLE_DEVICES = (
@@ -29,15 +29,15 @@ FIXTURE_INDICES = (0, 11, 284)
 def bundle(data_dir):
   # Not conftest's `benchmark`: that name collides with pytest-benchmark's fixture when
   # that plugin is installed (its report hook rejects any other `benchmark` value).
-  return bench.load_benchmark(data_dir)
+  return tables.load_benchmark(data_dir)
 
 
 def _latencies(seed=0):
   return np.random.default_rng(seed).uniform(1.0, 10.0, N)
 
 
-def _write_npz(path, **tables):
-  np.savez(path, **tables)
+def _write_npz(path, **latency_tables):
+  np.savez(path, **latency_tables)
   return str(path)
 
 
@@ -57,14 +57,14 @@ def test_load_benchmark_bundle(bundle, data_dir):
     assert accuracy.shape == (N,)
     assert int(np.argmax(accuracy)) == index
     assert accuracy[index] == pytest.approx(best, abs=0.005)
-    assert set(bundle.proxies[dataset]) >= set(bench.PROXY_NAMES)
+    assert set(bundle.proxies[dataset]) >= set(tables.PROXY_NAMES)
 
 
 def test_training_devices_exclude_validation_devices(bundle):
-  assert set(bench.VALIDATION_DEVICES) <= set(bundle.devices)
+  assert set(tables.VALIDATION_DEVICES) <= set(bundle.devices)
   assert len(bundle.training_devices) == 13
-  assert not set(bundle.training_devices) & set(bench.VALIDATION_DEVICES)
-  assert set(bundle.training_devices) | set(bench.VALIDATION_DEVICES) == set(BUNDLE_DEVICES)
+  assert not set(bundle.training_devices) & set(tables.VALIDATION_DEVICES)
+  assert set(bundle.training_devices) | set(tables.VALIDATION_DEVICES) == set(BUNDLE_DEVICES)
 
 
 @pytest.mark.parametrize("dataset", searchspace.DATASETS)
@@ -73,7 +73,7 @@ def test_combined_proxy_is_normalised(bundle, dataset):
   assert proxy.shape == (N,)
   assert np.all(np.isfinite(proxy))
   assert proxy.min() >= 0.0 and proxy.max() <= 1.0
-  parts = [bench.minmax(bundle.proxies[dataset][name]) for name in bench.PAPER_PROXY]
+  parts = [tables.minmax(bundle.proxies[dataset][name]) for name in tables.PAPER_PROXY]
   for part in parts:  # each min-max normalised proxy spans exactly [0, 1]
     assert part.min() == 0.0 and part.max() == 1.0
   np.testing.assert_allclose(proxy, np.mean(parts, axis=0))
@@ -81,9 +81,9 @@ def test_combined_proxy_is_normalised(bundle, dataset):
 
 def test_combined_proxy_of_constant_and_nan_values():
   proxies = {"a": np.arange(5.0), "b": np.full(5, 3.0), "c": np.array([1.0, np.nan, 3, 3, 5])}
-  np.testing.assert_allclose(bench.combined_proxy(proxies, ["a", "b"]),
+  np.testing.assert_allclose(tables.combined_proxy(proxies, ["a", "b"]),
                              [0.0, 0.125, 0.25, 0.375, 0.5])
-  combined = bench.combined_proxy(proxies, ["a", "c"])
+  combined = tables.combined_proxy(proxies, ["a", "c"])
   assert np.isnan(combined[1]) and 0.0 <= np.nanmin(combined) <= np.nanmax(combined) <= 1.0
 
 
@@ -110,28 +110,28 @@ def test_select_devices_keeps_only_those(bundle):
 # --- data_dir --------------------------------------------------------------------------
 
 def test_data_dir_without_env_var_or_argument(monkeypatch):
-  monkeypatch.delenv(bench.DATA_DIR_ENV, raising=False)
-  with pytest.raises(bench.BenchmarkDataError, match=r"\$HWNAS_DATA_DIR"):
-    bench.data_dir()
-  with pytest.raises(bench.BenchmarkDataError, match=r"\$HWNAS_DATA_DIR"):
-    bench.load_benchmark()
+  monkeypatch.delenv(tables.DATA_DIR_ENV, raising=False)
+  with pytest.raises(tables.BenchmarkDataError, match=r"\$HWNAS_DATA_DIR"):
+    tables.data_dir()
+  with pytest.raises(tables.BenchmarkDataError, match=r"\$HWNAS_DATA_DIR"):
+    tables.load_benchmark()
 
 
 def test_data_dir_missing_folder(monkeypatch, tmp_path):
   missing = str(tmp_path / "no_such_folder")
-  monkeypatch.setenv(bench.DATA_DIR_ENV, missing)
-  with pytest.raises(bench.BenchmarkDataError, match=r"no_such_folder.*\$HWNAS_DATA_DIR"):
-    bench.data_dir()
-  with pytest.raises(bench.BenchmarkDataError, match=r"no_such_folder.*argument"):
-    bench.data_dir(missing)
-  monkeypatch.setenv(bench.DATA_DIR_ENV, str(tmp_path))
-  assert bench.data_dir() == str(tmp_path)
-  assert bench.data_dir(tmp_path) == str(tmp_path)  # a PathLike argument wins over the env
+  monkeypatch.setenv(tables.DATA_DIR_ENV, missing)
+  with pytest.raises(tables.BenchmarkDataError, match=r"no_such_folder.*\$HWNAS_DATA_DIR"):
+    tables.data_dir()
+  with pytest.raises(tables.BenchmarkDataError, match=r"no_such_folder.*argument"):
+    tables.data_dir(missing)
+  monkeypatch.setenv(tables.DATA_DIR_ENV, str(tmp_path))
+  assert tables.data_dir() == str(tmp_path)
+  assert tables.data_dir(tmp_path) == str(tmp_path)  # a PathLike argument wins over the env
 
 
 def test_load_benchmark_names_the_missing_file(tmp_path):
-  with pytest.raises(bench.BenchmarkDataError, match="file not found") as error:
-    bench.load_benchmark(tmp_path)  # an empty folder
+  with pytest.raises(tables.BenchmarkDataError, match="file not found") as error:
+    tables.load_benchmark(tmp_path)  # an empty folder
   assert os.path.join(str(tmp_path), "latency_ms.npz") in str(error.value)
 
 
@@ -140,7 +140,7 @@ def test_load_benchmark_names_the_missing_file(tmp_path):
 def test_load_benchmark_with_another_latency_file(data_dir, tmp_path):
   latency = _latencies()
   path = _write_npz(tmp_path / "other.npz", pixel3=latency, edgegpu=latency * 2)
-  other = bench.load_benchmark(data_dir, latency_file=path)
+  other = tables.load_benchmark(data_dir, latency_file=path)
   assert other.devices == ("pixel3", "edgegpu")
   assert other.training_devices == ("pixel3", "edgegpu")
   np.testing.assert_array_equal(other.latency("edgegpu"), latency * 2)
@@ -148,17 +148,17 @@ def test_load_benchmark_with_another_latency_file(data_dir, tmp_path):
 
 def test_latency_file_of_wrong_length(tmp_path):
   path = _write_npz(tmp_path / "short.npz", pixel3=_latencies()[:-1])
-  with pytest.raises(bench.BenchmarkDataError,
+  with pytest.raises(tables.BenchmarkDataError,
                      match=r"'pixel3' in .*short\.npz.*expected 15625 values.*\(15624,\)"):
-    bench.load_latency_file(path)
+    tables.load_latency_file(path)
 
 
 def test_latency_file_with_nan(tmp_path):
   latency = _latencies()
   latency[[7, 70]] = np.nan
   path = _write_npz(tmp_path / "nan.npz", pixel3=latency)
-  with pytest.raises(bench.BenchmarkDataError, match="'pixel3'.*2 NaN values, first at index 7"):
-    bench.load_latency_file(path)
+  with pytest.raises(tables.BenchmarkDataError, match="'pixel3'.*2 NaN values, first at index 7"):
+    tables.load_latency_file(path)
 
 
 @pytest.mark.parametrize("bad_value", [0.0, -1.5])
@@ -166,47 +166,47 @@ def test_latency_file_with_non_positive_values(tmp_path, bad_value):
   latency = _latencies()
   latency[42] = bad_value
   path = _write_npz(tmp_path / "neg.npz", pixel3=latency)
-  with pytest.raises(bench.BenchmarkDataError, match="'pixel3'.*1 latencies <= 0.*index 42"):
-    bench.load_latency_file(path)
+  with pytest.raises(tables.BenchmarkDataError, match="'pixel3'.*1 latencies <= 0.*index 42"):
+    tables.load_latency_file(path)
 
 
 def test_latency_file_with_inf(tmp_path):
   latency = _latencies()
   latency[3] = np.inf
   path = _write_npz(tmp_path / "inf.npz", pixel3=latency)
-  with pytest.raises(bench.BenchmarkDataError, match="'pixel3'.*infinite values at index 3"):
-    bench.load_latency_file(path)
+  with pytest.raises(tables.BenchmarkDataError, match="'pixel3'.*infinite values at index 3"):
+    tables.load_latency_file(path)
 
 
 def test_missing_latency_file_says_where_it_looked(tmp_path):
   path = tmp_path / "nowhere" / "latency.npz"
-  with pytest.raises(bench.BenchmarkDataError, match="file not found") as error:
-    bench.load_latency_file(path)
+  with pytest.raises(tables.BenchmarkDataError, match="file not found") as error:
+    tables.load_latency_file(path)
   assert str(path) in str(error.value)
 
 
 def test_unreadable_and_empty_latency_files(tmp_path):
   garbage = tmp_path / "garbage.npz"
   garbage.write_bytes(b"this is not a zip file")
-  with pytest.raises(bench.BenchmarkDataError, match="cannot read .*garbage.npz.* as .npz"):
-    bench.load_latency_file(garbage)
+  with pytest.raises(tables.BenchmarkDataError, match="cannot read .*garbage.npz.* as .npz"):
+    tables.load_latency_file(garbage)
   empty = _write_npz(tmp_path / "empty.npz")
-  with pytest.raises(bench.BenchmarkDataError, match="holds no device"):
-    bench.load_latency_file(empty)
+  with pytest.raises(tables.BenchmarkDataError, match="holds no device"):
+    tables.load_latency_file(empty)
   text = _write_npz(tmp_path / "text.npz", pixel3=np.array(["fast"] * N))
-  with pytest.raises(bench.BenchmarkDataError, match="'pixel3'.*not numeric"):
-    bench.load_latency_file(text)
+  with pytest.raises(tables.BenchmarkDataError, match="'pixel3'.*not numeric"):
+    tables.load_latency_file(text)
 
 
 def test_proxy_file_missing_a_proxy(tmp_path):
   path = _write_npz(tmp_path / "proxies.npz", naswot=_latencies(), skip=_latencies(1))
-  with pytest.raises(bench.BenchmarkDataError, match=r"lacks proxies \['logsynflow'\]"):
-    bench.load_proxy_file(path)
+  with pytest.raises(tables.BenchmarkDataError, match=r"lacks proxies \['logsynflow'\]"):
+    tables.load_proxy_file(path)
 
 
 def test_check_table_leaves_the_callers_array_writable():
   values = _latencies()
-  checked = bench.check_table("pixel3", values, positive=True)
+  checked = tables.check_table("pixel3", values, positive=True)
   assert not checked.flags.writeable
   assert values.flags.writeable  # used to be frozen as a side effect
   np.testing.assert_array_equal(checked, values)
@@ -247,9 +247,9 @@ def hwnasbench_file(tmp_path_factory):
     ("cifar10", "cifar10"), ("cifar100", "cifar100"), ("ImageNet16-120", "ImageNet")])
 def test_load_hwnasbench_latencies(hwnasbench_file, dataset, dataname):
   path, data = hwnasbench_file
-  tables = bench.load_hwnasbench(path, dataset)
-  assert sorted(tables) == ["edgegpu", "edgetpu", "eyeriss", "fpga", "pixel3", "raspi4"]
-  for device, values in tables.items():
+  latency_tables = tables.load_hwnasbench(path, dataset)
+  assert sorted(latency_tables) == ["edgegpu", "edgetpu", "eyeriss", "fpga", "pixel3", "raspi4"]
+  for device, values in latency_tables.items():
     assert values.shape == (N,) and not values.flags.writeable
     expected = np.array(data["nasbench201"][dataname][f"{device}_latency"])
     if device == "edgetpu":
@@ -260,7 +260,7 @@ def test_load_hwnasbench_latencies(hwnasbench_file, dataset, dataname):
 
 def test_hwnasbench_failed_compilation_measures_inf(hwnasbench_file):
   path, data = hwnasbench_file
-  edgetpu = TableDevice("edgetpu", bench.load_hwnasbench(path, "cifar10")["edgetpu"])
+  edgetpu = TableDevice("edgetpu", tables.load_hwnasbench(path, "cifar10")["edgetpu"])
   for i in EDGETPU_FAILED:
     assert edgetpu.measure(i) == float("inf")
   assert edgetpu.measure(6) == data["nasbench201"]["cifar10"]["edgetpu_latency"][6]
@@ -268,14 +268,14 @@ def test_hwnasbench_failed_compilation_measures_inf(hwnasbench_file):
 
 def test_hwnasbench_named_metrics(hwnasbench_file):
   path, data = hwnasbench_file
-  tables = bench.load_hwnasbench(path, "cifar100", metrics=["fpga_energy", "eyeriss_latency"])
-  assert sorted(tables) == ["eyeriss", "fpga_energy"]
-  np.testing.assert_array_equal(tables["fpga_energy"],
+  latency_tables = tables.load_hwnasbench(path, "cifar100", metrics=["fpga_energy", "eyeriss_latency"])
+  assert sorted(latency_tables) == ["eyeriss", "fpga_energy"]
+  np.testing.assert_array_equal(latency_tables["fpga_energy"],
                                 data["nasbench201"]["cifar100"]["fpga_energy"])
-  with pytest.raises(bench.BenchmarkDataError, match="no metric 'gpu_latency'.*edgegpu_latency"):
-    bench.load_hwnasbench(path, "cifar10", metrics=["gpu_latency"])
-  with pytest.raises(bench.BenchmarkDataError, match="unknown dataset 'imagenet'"):
-    bench.load_hwnasbench(path, "imagenet")
+  with pytest.raises(tables.BenchmarkDataError, match="no metric 'gpu_latency'.*edgegpu_latency"):
+    tables.load_hwnasbench(path, "cifar10", metrics=["gpu_latency"])
+  with pytest.raises(tables.BenchmarkDataError, match="unknown dataset 'imagenet'"):
+    tables.load_hwnasbench(path, "imagenet")
 
 
 def _dump(path, data):
@@ -288,21 +288,21 @@ def _dump(path, data):
 def test_hwnasbench_metric_of_wrong_length(tmp_path, length):
   column = [1.0] * length
   path = _dump(tmp_path / "hw.pickle", {"nasbench201": {"cifar10": {"fpga_latency": column}}})
-  with pytest.raises(bench.BenchmarkDataError,
+  with pytest.raises(tables.BenchmarkDataError,
                      match=f"'fpga_latency' in .*hw.pickle.*expected 15625.*{length} entries"):
-    bench.load_hwnasbench(path)
+    tables.load_hwnasbench(path)
 
 
 def test_hwnasbench_non_numeric_and_zero_entries(tmp_path):
   column = [1.0] * N
   column[9] = "n/a"
   path = _dump(tmp_path / "hw.pickle", {"nasbench201": {"cifar10": {"fpga_latency": column}}})
-  with pytest.raises(bench.BenchmarkDataError, match="'fpga_latency'.*expected 15625 numbers"):
-    bench.load_hwnasbench(path)
+  with pytest.raises(tables.BenchmarkDataError, match="'fpga_latency'.*expected 15625 numbers"):
+    tables.load_hwnasbench(path)
   column[9] = 0.0  # zero is no "failed" marker (those are negative): it is an error
   path = _dump(tmp_path / "hw.pickle", {"nasbench201": {"cifar10": {"fpga_latency": column}}})
-  with pytest.raises(bench.BenchmarkDataError, match="'fpga_latency'.*latencies <= 0.*index 9"):
-    bench.load_hwnasbench(path)
+  with pytest.raises(tables.BenchmarkDataError, match="'fpga_latency'.*latencies <= 0.*index 9"):
+    tables.load_hwnasbench(path)
 
 
 @pytest.mark.parametrize("content", [
@@ -319,21 +319,21 @@ def test_hwnasbench_non_numeric_and_zero_entries(tmp_path):
 def test_malformed_hwnasbench_pickle(tmp_path, content):
   path = tmp_path / "broken.pickle"
   path.write_bytes(content)
-  with pytest.raises(bench.BenchmarkDataError, match="broken.pickle"):
-    bench.load_hwnasbench(path)
+  with pytest.raises(tables.BenchmarkDataError, match="broken.pickle"):
+    tables.load_hwnasbench(path)
 
 
 def test_hwnasbench_without_latency_metrics(tmp_path):
   path = _dump(tmp_path / "hw.pickle",
                {"nasbench201": {"cifar10": {"fpga_energy": [1.0] * N, "config": {}}}})
-  with pytest.raises(bench.BenchmarkDataError, match=r"no \*_latency metric.*fpga_energy"):
-    bench.load_hwnasbench(path)
+  with pytest.raises(tables.BenchmarkDataError, match=r"no \*_latency metric.*fpga_energy"):
+    tables.load_hwnasbench(path)
 
 
 def test_missing_hwnasbench_file_says_where_it_looked(tmp_path):
   path = tmp_path / "HW-NAS-Bench-v1_0.pickle"
-  with pytest.raises(bench.BenchmarkDataError, match="file not found") as error:
-    bench.load_hwnasbench(path)
+  with pytest.raises(tables.BenchmarkDataError, match="file not found") as error:
+    tables.load_hwnasbench(path)
   assert str(path) in str(error.value)
 
 
@@ -341,9 +341,9 @@ def test_missing_hwnasbench_file_says_where_it_looked(tmp_path):
 
 def test_load_nats_bench_agrees_with_bundle(nats_fixture_dir, bundle):
   pytest.importorskip("nats_bench")
-  tables = bench.load_nats_bench(nats_fixture_dir, indices=FIXTURE_INDICES)
-  assert sorted(tables) == sorted(searchspace.DATASETS)
-  for dataset, values in tables.items():
+  latency_tables = tables.load_nats_bench(nats_fixture_dir, indices=FIXTURE_INDICES)
+  assert sorted(latency_tables) == sorted(searchspace.DATASETS)
+  for dataset, values in latency_tables.items():
     assert values.shape == (N,)
     assert np.flatnonzero(~np.isnan(values)).tolist() == list(FIXTURE_INDICES)
     # The bundle was exported from the same NATS-Bench records: identical to float64
@@ -356,13 +356,13 @@ def test_load_nats_bench_agrees_with_bundle(nats_fixture_dir, bundle):
 def test_load_nats_bench_errors(nats_fixture_dir, tmp_path):
   pytest.importorskip("nats_bench")
   missing = tmp_path / "NATS-tss-v1_0-3ffb9-simple"
-  with pytest.raises(bench.BenchmarkDataError, match="NATS-Bench not found") as error:
-    bench.load_nats_bench(missing, indices=[0])
+  with pytest.raises(tables.BenchmarkDataError, match="NATS-Bench not found") as error:
+    tables.load_nats_bench(missing, indices=[0])
   assert str(missing) in str(error.value)
-  with pytest.raises(bench.BenchmarkDataError, match="no 200-epoch 'cifar10' record for "
+  with pytest.raises(tables.BenchmarkDataError, match="no 200-epoch 'cifar10' record for "
                      "architecture 1"):
-    bench.load_nats_bench(nats_fixture_dir, ["cifar10"], indices=[0, 1])  # 1: not in fixture
+    tables.load_nats_bench(nats_fixture_dir, ["cifar10"], indices=[0, 1])  # 1: not in fixture
   with pytest.raises(IndexError, match="-1"):  # used to fill values[-1] = index 15624
-    bench.load_nats_bench(nats_fixture_dir, ["cifar10"], indices=[-1])
-  with pytest.raises(bench.BenchmarkDataError, match="unknown datasets \\['imagenet'\\]"):
-    bench.load_nats_bench(nats_fixture_dir, ["imagenet"], indices=[0])
+    tables.load_nats_bench(nats_fixture_dir, ["cifar10"], indices=[-1])
+  with pytest.raises(tables.BenchmarkDataError, match="unknown datasets \\['imagenet'\\]"):
+    tables.load_nats_bench(nats_fixture_dir, ["imagenet"], indices=[0])

@@ -6,7 +6,7 @@ import tempfile
 import jax
 import pytest
 
-from hwnas_jax import bench
+from hwnas_jax.benchmark import tables
 
 
 # Several tests build the same jitted meta-training update in separate calls (a resumed
@@ -18,15 +18,15 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 @pytest.fixture(scope="session")
 def data_dir():
-  path = os.environ.get(bench.DATA_DIR_ENV)
+  path = os.environ.get(tables.DATA_DIR_ENV)
   if not path or not os.path.isdir(path):
-    pytest.skip(f"${bench.DATA_DIR_ENV} is not set to the benchmark bundle")
+    pytest.skip(f"${tables.DATA_DIR_ENV} is not set to the benchmark bundle")
   return path
 
 
 @pytest.fixture(scope="session")
 def benchmark(data_dir):
-  return bench.load_benchmark(data_dir)
+  return tables.load_benchmark(data_dir)
 
 
 @pytest.fixture(scope="session")

@@ -4,16 +4,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hwnas_jax import controller as controller_lib
-from hwnas_jax import searchspace
+from hwnas_jax.metatrain import controller as controller_lib
+from hwnas_jax.metatrain import env
+from hwnas_jax.benchmark import searchspace
 
 
 def _observation(indices, latency_rel, num_slots=10):
   index = np.zeros(num_slots, np.int32)
   rel = np.zeros(num_slots, np.float32)
   index[:len(indices)], rel[:len(indices)] = indices, latency_rel
-  return controller_lib.Observation(jnp.asarray(index), jnp.asarray(rel),
-                                    jnp.array(len(indices), jnp.int32), jnp.array(0))
+  return env.Observation(probe_index=jnp.asarray(index), latency_rel=jnp.asarray(rel),
+                         num_probed=jnp.array(len(indices), jnp.int32), dataset=jnp.array(0))
 
 
 def test_count_groups_cover_the_space():

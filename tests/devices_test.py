@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from hwnas_jax import searchspace
-from hwnas_jax.devices import Device, Probe, ProbeBudget, ProbeLimitExceeded, TableDevice
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices.interface import Device
+from hwnas_jax.devices.table import TableDevice
+from hwnas_jax.search.interface import Probe, ProbeBudget, ProbeLimitExceeded
 
 N = searchspace.NUM_ARCHS
 
@@ -32,24 +34,24 @@ def test_table_device_measures_its_table(table):
 @pytest.mark.parametrize("num_probes", [1, 3, 10])
 def test_probe_budget_allows_exactly_k_probes(table, num_probes):
   budget = ProbeBudget(table, num_probes)
-  assert isinstance(budget, Device) and budget.name == "toy"
+  assert isinstance(budget.handle, Device) and budget.handle.name == "toy"
   for i in range(num_probes):
     assert budget.remaining == num_probes - i
-    assert budget.measure(100 + i) == table.measure(100 + i)
+    assert budget.handle.measure(100 + i) == table.measure(100 + i)
   assert budget.remaining == 0
   with pytest.raises(ProbeLimitExceeded,
                      match=f"probe {num_probes + 1} on 'toy' exceeds the budget of {num_probes}"):
-    budget.measure(5)
+    budget.handle.measure(5)
   assert len(budget.probes) == num_probes  # the refused probe is not recorded
   with pytest.raises(ProbeLimitExceeded):  # and it stays refused
-    budget.measure(6)
+    budget.handle.measure(6)
 
 
 def test_probe_budget_records_every_probe_in_order(table):
   budget = ProbeBudget(table, 5)
-  budget.measure(3)
-  budget.measure(np.int32(7))
-  budget.measure(3)  # measuring again costs a probe too
+  budget.handle.measure(3)
+  budget.handle.measure(np.int32(7))
+  budget.handle.measure(3)  # measuring again costs a probe too
   assert budget.probes == [Probe(3, 0.004), Probe(7, float("inf")), Probe(3, 0.004)]
   assert all(type(p.index) is int for p in budget.probes)
   assert budget.remaining == 2
@@ -58,9 +60,9 @@ def test_probe_budget_records_every_probe_in_order(table):
 def test_bad_index_does_not_consume_a_probe(table):
   budget = ProbeBudget(table, 1)
   with pytest.raises(IndexError):
-    budget.measure(N)
+    budget.handle.measure(N)
   assert budget.probes == [] and budget.remaining == 1
-  budget.measure(0)
+  budget.handle.measure(0)
   assert budget.remaining == 0
 
 
@@ -74,17 +76,17 @@ def test_probe_budget_rejects_bad_k(table, num_probes):
 def test_probe_budget_accepts_whole_number_k(table):
   budget = ProbeBudget(table, np.float64(2.0))  # e.g. from a config file
   assert budget.num_probes == 2 and isinstance(budget.num_probes, int)
-  budget.measure(0)
-  budget.measure(1)
+  budget.handle.measure(0)
+  budget.handle.measure(1)
   with pytest.raises(ProbeLimitExceeded):
-    budget.measure(2)
+    budget.handle.measure(2)
 
 
 def test_is_valid_rule(table):
   budget = ProbeBudget(table, 10)
-  budget.measure(10)  # 0.011 ms
-  budget.measure(20)  # 0.021 ms
-  budget.measure(7)   # cannot run: inf
+  budget.handle.measure(10)  # 0.011 ms
+  budget.handle.measure(20)  # 0.021 ms
+  budget.handle.measure(7)   # cannot run: inf
   # Unmeasured: invalid, even though its table latency is within budget.
   assert not budget.is_valid(5, budget_ms=1.0)
   # Measured over budget: invalid; measured within (boundary included): valid.
@@ -111,9 +113,9 @@ def test_is_valid_reads_the_record_not_the_table(table):
       return 1.0 if self.calls == 1 else 3.0
 
   budget = ProbeBudget(Drifting(), 2)
-  budget.measure(4)
+  budget.handle.measure(4)
   assert budget.is_valid(4, budget_ms=2.0)
-  budget.measure(4)
+  budget.handle.measure(4)
   assert [p.latency_ms for p in budget.probes] == [1.0, 3.0]
   assert budget.is_valid(4, budget_ms=2.0)  # one measurement within budget suffices
   assert not budget.is_valid(4, budget_ms=0.5)

@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hwnas_jax import controller as controller_lib
-from hwnas_jax import deploy
-from hwnas_jax import episode
-from hwnas_jax import search
-from hwnas_jax import searchspace
-from hwnas_jax import synthetic
-from hwnas_jax.devices import ProbeBudget, TableDevice
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices import synthetic
+from hwnas_jax.devices.table import TableDevice
+from hwnas_jax.metatrain import controller as controller_lib
+from hwnas_jax.metatrain import env
+from hwnas_jax.search import deploy
+from hwnas_jax.search import interface
 
 K = 6
 
@@ -30,7 +30,7 @@ def setup():
   model = controller_lib.Controller(hidden_size=8)
   proxies_std = jnp.stack([jnp.asarray(controller_lib.standardize(p)) for p in proxies])
   apply = controller_lib.policy_apply(model, proxies_std)
-  params = model.init(jax.random.key(0), controller_lib.empty_observation(K), proxies_std[0])
+  params = model.init(jax.random.key(0), env.empty_observation(K), proxies_std[0])
   return proxies, model, apply, params
 
 
@@ -39,22 +39,23 @@ def _params(devices, proxies, q=30.0):
   budget = jnp.asarray([np.percentile(np.asarray(t), q) for t in tables], jnp.float32)
   dataset = jnp.array([0, 1, 0])
   oracle = jnp.max(jnp.where(tables <= budget[:, None], proxies[dataset], 0.0), axis=1)
-  return episode.EpisodeParams(devices, budget, dataset, oracle), tables
+  return env.EpisodeParams(device=devices, budget_ms=budget, dataset=dataset,
+                           oracle_proxy=oracle), tables
 
 
 def test_batched_rollout_matches_python_loop(setup):
   proxies, _, apply, params = setup
   ep, _ = _params(_devices(noise=0.05), proxies)
   key = jax.random.key(3)
-  batched = jax.jit(lambda p, k: episode.batch_rollout(apply, p, ep, k, proxies, K))(params, key)
+  batched = jax.jit(lambda p, k: env.batch_rollout(apply, p, ep, k, proxies, K))(params, key)
   for i, episode_key in enumerate(jax.random.split(key, 3)):
     one = jax.tree.map(lambda x: x[i], ep)
-    state = episode.reset(one, K)
+    state = env.reset(one, K)
     for t, step_key in enumerate(jax.random.split(episode_key, K)):
       key_act, key_measure = jax.random.split(step_key)
       logits, _ = apply(params, state.obs)
-      action = int(episode.sample_categorical(key_act, jax.nn.log_softmax(logits)))
-      state, reward, latency_rel = episode.step(key_measure, one, state, action, proxies)
+      action = int(env.sample_categorical(key_act, jax.nn.log_softmax(logits)))
+      state, reward, latency_rel = env.step(key_measure, one, state, action, proxies)
       assert action == int(batched.action[i, t])
       np.testing.assert_allclose(float(reward), float(batched.reward[i, t]), rtol=1e-5, atol=1e-6)
       np.testing.assert_allclose(float(latency_rel), float(batched.latency_rel[i, t]), rtol=1e-5)
@@ -63,11 +64,11 @@ def test_batched_rollout_matches_python_loop(setup):
 def test_episode_probes_k_distinct_architectures_and_scores_validity(setup):
   proxies, _, apply, params = setup
   ep, tables = _params(_devices(noise=0.0), proxies)
-  out = episode.batch_rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)
+  out = env.batch_rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)
   actions = np.asarray(out.action)
   assert actions.shape == (3, K)
   assert all(len(set(row)) == K for row in actions)  # probed candidates are masked
-  score, valid = episode.episode_score(out)
+  score, valid = env.episode_score(out)
   for i in range(3):
     within = np.asarray(tables[i])[actions[i]] <= float(ep.budget_ms[i])
     assert bool(valid[i]) == within.any()
@@ -82,12 +83,12 @@ def test_deployed_controller_repeats_the_greedy_episode(setup):
   proxies, model, apply, params = setup
   devices = _devices(noise=0.0)
   ep, tables = _params(devices, proxies)
-  out = episode.batch_rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)
+  out = env.batch_rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)
   method = deploy.controller_method(model, params)
   table = TableDevice("synthetic", np.asarray(tables[0], np.float64))
-  budgeted = ProbeBudget(table, K)
-  task = search.Task("d0", float(ep.budget_ms[0]), K, np.asarray(proxies[0], np.float64))
-  answer = method(task, budgeted, np.random.default_rng(0))
+  budgeted = interface.ProbeBudget(table, K)
+  task = interface.Task("d0", float(ep.budget_ms[0]), K, np.asarray(proxies[0], np.float64))
+  answer = method(task, budgeted.handle, np.random.default_rng(0))
   assert [p.index for p in budgeted.probes] == [int(a) for a in out.action[0]]
   assert answer is None or budgeted.is_valid(answer, task.budget_ms)
 
@@ -95,6 +96,6 @@ def test_deployed_controller_repeats_the_greedy_episode(setup):
 def test_quantile_by_bisection_matches_numpy():
   values = jnp.asarray(np.random.default_rng(0).lognormal(size=15625).astype(np.float32))
   for q in (0.05, 0.25, 0.6):
-    got = float(episode.quantile_by_bisection(values, q))
+    got = float(env.quantile_by_bisection(values, q))
     share = float(np.mean(np.asarray(values) <= got))
     assert share >= q and share - q < 2 / 15625

@@ -7,9 +7,10 @@ catch a broken measurement (zero, compile time leaking in, no work done), not ji
 import numpy as np
 import pytest
 
-from hwnas_jax import host
-from hwnas_jax import searchspace
-from hwnas_jax.devices import Device, ProbeBudget, ProbeLimitExceeded
+from hwnas_jax.devices import host
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices.interface import Device
+from hwnas_jax.search.interface import ProbeBudget, ProbeLimitExceeded
 
 TINY = dict(channels=4, num_cells=1, image_size=8, repeats=15, warmup=3)
 MIXED = searchspace.ops_to_index((3, 1, 2, 4, 3, 1))
@@ -64,10 +65,10 @@ def test_latency_positive_repeatable_and_recorded(tiny):
 def test_probe_budget_enforces_k_on_the_host(tiny):
   budgeted = ProbeBudget(tiny, 2)
   before = len(tiny.records)
-  budgeted.measure(uniform("skip_connect"))
-  budgeted.measure(MIXED)
+  budgeted.handle.measure(uniform("skip_connect"))
+  budgeted.handle.measure(MIXED)
   with pytest.raises(ProbeLimitExceeded):
-    budgeted.measure(uniform("none"))
+    budgeted.handle.measure(uniform("none"))
   assert [p.index for p in budgeted.probes] == [r.index for r in tiny.records[before:]]
 
 

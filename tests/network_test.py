@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hwnas_jax import network
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import network
+from hwnas_jax.benchmark import searchspace
 
 # Two cells per stage, so the array forms go through their scan over cells.
 TINY = network.TinyNetwork(num_classes=5, channels=4, num_cells=2)

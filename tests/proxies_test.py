@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from experiments import score_proxies
-from hwnas_jax import bench
-from hwnas_jax import network
-from hwnas_jax import proxies
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import tables
+from hwnas_jax.benchmark import network
+from hwnas_jax.benchmark import proxies
+from hwnas_jax.benchmark import searchspace
 
 TINY = network.TinyNetwork(num_classes=3, channels=4, num_cells=1)
 CONV_ARCH = (3, 1, 0, 2, 4, 3)
@@ -172,7 +172,7 @@ def test_score_archs_resumes_and_bench_loads_the_output(tmp_path):
   table = score_proxies.score_archs("cifar10", images, indices, output, num_inits=1,
                                     batch_size=4, progress=False, net=TINY)
   assert not os.path.exists(output + ".partial.npz")
-  loaded = bench.load_proxy_file(output)
+  loaded = tables.load_proxy_file(output)
   assert sorted(loaded) == ["flops", "logsynflow", "naswot", "params", "skip"]
   np.testing.assert_array_equal(loaded["naswot"][1:5], 123.0)
   assert np.isfinite(loaded["naswot"][[0, 5]]).all() and (loaded["logsynflow"][[0, 5]] > 0).all()

@@ -12,10 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import search as search_cli
-from hwnas_jax import search
-from hwnas_jax import searchspace
-from hwnas_jax.devices import ProbeLimitExceeded, TableDevice
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices.table import TableDevice
+from hwnas_jax.search import baselines
+from hwnas_jax.search import interface
+from hwnas_jax.search import plots
+from hwnas_jax.search import session
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OP_COST_MS = np.array([0.0, 0.05, 0.3, 1.0, 0.2])  # none, skip, conv1x1, conv3x3, pool
@@ -100,21 +102,21 @@ def test_host_search_remeasures_the_answer(data_dir, tmp_path):
   assert (tmp_path / "host.png").exists()
 
 
-def test_resolve_method_prefers_make_method(monkeypatch):
-  monkeypatch.setattr(search, "make_method",
-                      lambda name, checkpoint=None: ("made", name, checkpoint), raising=False)
-  assert search_cli.resolve_method("controller", "ckpt") == ("made", "controller", "ckpt")
-  monkeypatch.delattr(search, "make_method")
-  assert search_cli.resolve_method("lsq") is search.METHODS["lsq"]
-  with pytest.raises(search_cli.SearchError, match="unknown method"):
-    search_cli.resolve_method("nope")
+def test_resolve_method_names_the_registry():
+  assert session.resolve_method("lsq") is baselines.least_squares
+  with pytest.raises(session.SearchError, match="unknown method"):
+    session.resolve_method("nope")
+  with pytest.raises(session.SearchError, match="reference"):
+    session.resolve_method("oracle")
+  with pytest.raises(session.SearchError, match="needs --checkpoint"):
+    session.resolve_method("controller")
 
 
 def test_run_search_goes_through_probe_budget(benchmark):
   latency = benchmark.latency("gold_6226")
-  task = search.Task("cifar10", float(np.percentile(latency, 25)), 4, benchmark.proxy("cifar10"))
+  task = interface.Task("cifar10", float(np.percentile(latency, 25)), 4, benchmark.proxy("cifar10"))
   device = TableDevice("gold_6226", latency)
-  record = search_cli.run_search(device, search.METHODS["lsq"], task, 0,
+  record = session.run_search(device, baselines.least_squares, task, 0,
                                  benchmark.accuracy("cifar10"), "lsq")
   assert len(record["probes"]) == 4
   assert record["valid"] == any(p["index"] == record["answer"]["index"] and p["within_budget"]
@@ -125,13 +127,13 @@ def test_run_search_goes_through_probe_budget(benchmark):
     for i in range(task.num_probes + 1):
       device.measure(i)
 
-  with pytest.raises(ProbeLimitExceeded):
-    search_cli.run_search(device, greedy, task, 0)
+  with pytest.raises(interface.ProbeLimitExceeded):
+    session.run_search(device, greedy, task, 0)
 
 
 def test_pareto_front_is_best_proxy_so_far():
   latency = np.array([3.0, 1.0, 2.0, 4.0, np.nan])
   proxy = np.array([0.5, 0.2, 0.1, 0.9, 1.0])
-  x, y = search_cli.pareto_front(latency, proxy)
+  x, y = plots.pareto_front(latency, proxy)
   np.testing.assert_array_equal(x, [1.0, 3.0, 4.0])
   np.testing.assert_array_equal(y, [0.2, 0.5, 0.9])

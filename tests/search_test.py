@@ -10,13 +10,15 @@ import itertools
 import numpy as np
 import pytest
 
-from hwnas_jax import bench
-from hwnas_jax import search
-from hwnas_jax import searchspace
-from hwnas_jax.devices import ProbeBudget, TableDevice
+from hwnas_jax.benchmark import tables
+from hwnas_jax.search import baselines
+from hwnas_jax.search import interface
+from hwnas_jax.search import protocol
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices.table import TableDevice
 
 QUANTILES = (10, 25, 50)
-GRID = list(itertools.product(bench.VALIDATION_DEVICES, searchspace.DATASETS, QUANTILES))
+GRID = list(itertools.product(tables.VALIDATION_DEVICES, searchspace.DATASETS, QUANTILES))
 # A few cells spread over devices, datasets and budgets, for the slower checks.
 SOME_CELLS = [("eyeriss", "cifar10", 10), ("fpga", "cifar100", 25),
               ("gold_6226", "ImageNet16-120", 50), ("titan_rtx_256", "cifar10", 25)]
@@ -26,37 +28,37 @@ BASELINES = ("random", "rea", "lsq")
 @pytest.fixture(scope="module")
 def bundle(data_dir):
   # Not conftest's `benchmark`: that name collides with pytest-benchmark's fixture.
-  return bench.load_benchmark(data_dir)
+  return tables.load_benchmark(data_dir)
 
 
 def _cell(bundle, device, dataset, q, num_probes=10):
   latency = bundle.latency(device)
   budget_ms = float(np.percentile(latency, q))  # numpy's default: linear
-  task = search.Task(dataset, budget_ms, num_probes, bundle.proxy(dataset))
+  task = interface.Task(dataset, budget_ms, num_probes, bundle.proxy(dataset))
   return task, latency
 
 
 def _run(method, task, latency, seed=0):
-  budget = ProbeBudget(TableDevice("target", latency), task.num_probes)
-  answer = method(task, budget, np.random.default_rng(seed))
+  budget = interface.ProbeBudget(TableDevice("target", latency), task.num_probes)
+  answer = method(task, budget.handle, np.random.default_rng(seed))
   return answer, budget
 
 
 # --- references ------------------------------------------------------------------------
 
 def test_references_reproduce_protocol_numbers(bundle):
-  scores = {name: [] for name in search.REFERENCES}
+  scores = {name: [] for name in protocol.REFERENCES}
   for device, dataset, q in GRID:
     task, latency = _cell(bundle, device, dataset, q)
     accuracy = bundle.accuracy(dataset)
-    for name, reference in search.REFERENCES.items():
+    for name, reference in protocol.REFERENCES.items():
       answer = reference(latency, accuracy, task.proxy, task.budget_ms)
       assert latency[answer] <= task.budget_ms
       scores[name].append(accuracy[answer])
     feasible = latency <= task.budget_ms
     # The oracle is the best accuracy within budget; the proxy oracle the best proxy.
     assert scores["oracle"][-1] == accuracy[feasible].max()
-    assert task.proxy[search.proxy_oracle(latency, accuracy, task.proxy, task.budget_ms)] == (
+    assert task.proxy[protocol.proxy_oracle(latency, accuracy, task.proxy, task.budget_ms)] == (
         task.proxy[feasible].max())
   assert len(scores["oracle"]) == 36
   assert np.mean(scores["oracle"]) == pytest.approx(68.27, abs=0.01)
@@ -64,15 +66,15 @@ def test_references_reproduce_protocol_numbers(bundle):
   assert all(o >= p for o, p in zip(scores["oracle"], scores["proxy_oracle"]))
 
 
-@pytest.mark.parametrize("reference", sorted(search.REFERENCES))
+@pytest.mark.parametrize("reference", sorted(protocol.REFERENCES))
 def test_reference_below_every_architecture_raises(bundle, reference):
   latency = bundle.latency("fpga")
   accuracy, proxy = bundle.accuracy("cifar10"), bundle.proxy("cifar10")
   budget_ms = 0.5 * latency.min()
   with pytest.raises(ValueError, match="no architecture has latency <= .* ms.*fastest"):
-    search.REFERENCES[reference](latency, accuracy, proxy, budget_ms)
+    protocol.REFERENCES[reference](latency, accuracy, proxy, budget_ms)
   # Exactly the fastest latency is within budget (fpga has ties at the minimum).
-  answer = search.REFERENCES[reference](latency, accuracy, proxy, latency.min())
+  answer = protocol.REFERENCES[reference](latency, accuracy, proxy, latency.min())
   assert latency[answer] == latency.min()
 
 
@@ -83,8 +85,8 @@ def test_references_never_pick_an_architecture_the_device_cannot_run(bundle):
   best_proxy = int(np.argmax(proxy))
   latency[[best, best_proxy]] = np.nan  # e.g. an edgetpu compilation failure
   budget_ms = float(np.nanmax(latency))
-  assert search.oracle(latency, accuracy, proxy, budget_ms) not in (best, best_proxy)
-  assert search.proxy_oracle(latency, accuracy, proxy, budget_ms) not in (best, best_proxy)
+  assert protocol.oracle(latency, accuracy, proxy, budget_ms) not in (best, best_proxy)
+  assert protocol.proxy_oracle(latency, accuracy, proxy, budget_ms) not in (best, best_proxy)
 
 
 # --- baselines -------------------------------------------------------------------------
@@ -92,23 +94,23 @@ def test_references_never_pick_an_architecture_the_device_cannot_run(bundle):
 def test_best_valid_rule():
   proxy = np.zeros(searchspace.NUM_ARCHS)
   proxy[[1, 2, 3]] = [0.9, 0.5, 0.7]
-  assert search.best_valid({1: 5.0, 2: 1.0, 3: 2.0}, proxy, budget_ms=2.0) == 3
-  assert search.best_valid({1: 2.0, 2: 1.0}, proxy, budget_ms=2.0) == 1  # boundary included
-  assert search.best_valid({1: 5.0, 2: float("inf")}, proxy, budget_ms=2.0) is None
-  assert search.best_valid({}, proxy, budget_ms=2.0) is None
+  assert interface.best_valid({1: 5.0, 2: 1.0, 3: 2.0}, proxy, budget_ms=2.0) == 3
+  assert interface.best_valid({1: 2.0, 2: 1.0}, proxy, budget_ms=2.0) == 1  # boundary included
+  assert interface.best_valid({1: 5.0, 2: float("inf")}, proxy, budget_ms=2.0) is None
+  assert interface.best_valid({}, proxy, budget_ms=2.0) is None
 
 
 def test_methods_registry():
-  assert search.METHODS["random"] is search.random_search
-  assert search.METHODS["rea"] is search.regularized_evolution
-  assert search.METHODS["lsq"] is search.least_squares
+  assert baselines.BASELINES["random"] is baselines.random_search
+  assert baselines.BASELINES["rea"] is baselines.regularized_evolution
+  assert baselines.BASELINES["lsq"] is baselines.least_squares
 
 
 @pytest.mark.parametrize("num_probes", [1, 4, 10])
 @pytest.mark.parametrize("device,dataset,q", SOME_CELLS)
 def test_random_search_spends_exactly_k_distinct_probes(bundle, device, dataset, q, num_probes):
   task, latency = _cell(bundle, device, dataset, q, num_probes)
-  answer, budget = _run(search.random_search, task, latency, seed=3)
+  answer, budget = _run(baselines.random_search, task, latency, seed=3)
   probed = [p.index for p in budget.probes]
   assert len(probed) == num_probes == len(set(probed))
   within = [i for i in probed if latency[i] <= task.budget_ms]
@@ -121,10 +123,10 @@ def test_random_search_spends_exactly_k_distinct_probes(bundle, device, dataset,
 
 def test_random_search_is_reproducible_with_a_fixed_rng(bundle):
   task, latency = _cell(bundle, "fpga", "cifar10", 25)
-  first_answer, first = _run(search.random_search, task, latency, seed=11)
-  again_answer, again = _run(search.random_search, task, latency, seed=11)
+  first_answer, first = _run(baselines.random_search, task, latency, seed=11)
+  again_answer, again = _run(baselines.random_search, task, latency, seed=11)
   assert first.probes == again.probes and first_answer == again_answer
-  other = [_run(search.random_search, task, latency, seed=s)[1].probes for s in range(12, 15)]
+  other = [_run(baselines.random_search, task, latency, seed=s)[1].probes for s in range(12, 15)]
   assert all(probes != first.probes for probes in other)
 
 
@@ -138,8 +140,8 @@ def test_random_search_reproduces_protocol_reference(bundle):
     accuracy = bundle.accuracy(dataset)
     scores = []
     for _ in range(200):
-      budget = ProbeBudget(TableDevice(device, latency), task.num_probes)
-      answer = search.random_search(task, budget, rng)
+      budget = interface.ProbeBudget(TableDevice(device, latency), task.num_probes)
+      answer = baselines.random_search(task, budget.handle, rng)
       scores.append(accuracy[answer] if budget.is_valid(answer, task.budget_ms) else 0.0)
     cell_means.append(np.mean(scores))
   assert np.mean(cell_means) == pytest.approx(50.67, abs=0.5)
@@ -148,7 +150,7 @@ def test_random_search_reproduces_protocol_reference(bundle):
 @pytest.mark.parametrize("method_name", ["rea", "lsq"])
 @pytest.mark.parametrize("num_probes", [1, 2, 3, 5, 10])
 def test_rea_and_lsq_never_exceed_k_probes(bundle, method_name, num_probes):
-  method = search.METHODS[method_name]
+  method = baselines.BASELINES[method_name]
   for seed, (device, dataset, q) in enumerate(SOME_CELLS):
     task, latency = _cell(bundle, device, dataset, q, num_probes)
     answer, budget = _run(method, task, latency, seed)  # K+1-th probe would raise
@@ -160,8 +162,8 @@ def test_rea_and_lsq_never_exceed_k_probes(bundle, method_name, num_probes):
 def test_rea_is_reproducible_and_probes_distinct_architectures(bundle):
   task, latency = _cell(bundle, "eyeriss", "cifar100", 25)
   for seed in range(5):
-    answer, budget = _run(search.regularized_evolution, task, latency, seed)
-    again_answer, again = _run(search.regularized_evolution, task, latency, seed)
+    answer, budget = _run(baselines.regularized_evolution, task, latency, seed)
+    again_answer, again = _run(baselines.regularized_evolution, task, latency, seed)
     assert budget.probes == again.probes and answer == again_answer
     probed = [p.index for p in budget.probes]
     assert len(probed) == len(set(probed)) == task.num_probes
@@ -171,7 +173,7 @@ def test_lsq_answers_are_valid_on_all_36_cells(bundle):
   scores = []
   for device, dataset, q in GRID:
     task, latency = _cell(bundle, device, dataset, q)
-    answer, budget = _run(search.least_squares, task, latency)
+    answer, budget = _run(baselines.least_squares, task, latency)
     assert budget.is_valid(answer, task.budget_ms), (device, dataset, q)
     assert len(budget.probes) == task.num_probes
     scores.append(bundle.accuracy(dataset)[answer])
@@ -181,8 +183,8 @@ def test_lsq_answers_are_valid_on_all_36_cells(bundle):
 
 def test_lsq_is_deterministic(bundle):
   task, latency = _cell(bundle, "gold_6226", "cifar10", 10)
-  first_answer, first = _run(search.least_squares, task, latency, seed=0)
-  again_answer, again = _run(search.least_squares, task, latency, seed=1)
+  first_answer, first = _run(baselines.least_squares, task, latency, seed=0)
+  again_answer, again = _run(baselines.least_squares, task, latency, seed=1)
   assert first.probes == again.probes and first_answer == again_answer
 
 
@@ -191,8 +193,8 @@ def test_baselines_survive_a_device_that_cannot_run_some_architectures(bundle, m
   latency = np.array(bundle.latency("fpga"))
   heavy = searchspace.op_counts()[:, searchspace.OPS.index("nor_conv_3x3")] >= 3
   latency[heavy] = np.nan  # measured as inf, like edgetpu's failed compilations
-  task = search.Task("cifar10", float(np.nanpercentile(latency, 50)), 10,
+  task = interface.Task("cifar10", float(np.nanpercentile(latency, 50)), 10,
                      bundle.proxy("cifar10"))
-  answer, budget = _run(search.METHODS[method_name], task, latency, seed=0)
+  answer, budget = _run(baselines.BASELINES[method_name], task, latency, seed=0)
   assert len(budget.probes) == 10
   assert answer is None or (budget.is_valid(answer, task.budget_ms) and not heavy[answer])

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import searchspace
 
 FIXTURE_INDICES = (0, 11, 284)  # the indices with full records in the NATS-Bench fixture
 

@@ -22,12 +22,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import default
-from hwnas_jax import episode
-from hwnas_jax import ppo
-from hwnas_jax import searchspace
-from hwnas_jax import sharding
-from hwnas_jax import synthetic
-from hwnas_jax import train
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.metatrain import sharding
+from hwnas_jax.devices import synthetic
+from hwnas_jax.metatrain import train
 
 NUM_SHARDS = 4
 NUM_UPDATES = 2
@@ -41,37 +39,31 @@ def tiny_config(num_shards: int) -> ml_collections.ConfigDict:
   return config
 
 
-def tiny_inputs():
-  """(raw proxies (2, N), a prior fitted on two hand-made devices): no bundle needed."""
+def tiny_data(config):
+  """TrainData of random proxies (2, N) and a prior fitted on two hand-made devices."""
   rng = np.random.default_rng(0)
   proxies = rng.uniform(size=(2, searchspace.NUM_ARCHS)).astype(np.float32)
   devices = [synthetic.make_device(1.0 + i, rng.uniform(0.1, 2.0, (6, 5)), curvature=0.1 * i,
                                    arch_jitter=0.05) for i in range(2)]
   prior = synthetic.prior_from_shapes(np.stack([synthetic.device_shape(d) for d in devices]))
-  return proxies, prior
+  return train.make_data(config, proxies, prior)
 
 
 def sharded_and_vmapped(config):
-  """Params and metrics after NUM_UPDATES updates, shard_map'ed and vmapped, same keys."""
-  proxies, prior = tiny_inputs()
-  agent = train.make_agent(config, proxies)
-
-  def sample_fn(key, num):
-    return episode.sample_episodes(key, prior, num, jnp.asarray(proxies),
-                                   config.budget_percentiles)
-
-  rollout_fn = sharding.shard_rollout(agent.rollout, sample_fn, config)
-  optimizer = ppo.make_optimizer(config)
-  params = jax.jit(agent.init)(jax.random.key(1))
-  params = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), params)  # strong types: 1 compile
+  """Initial params, then params and metrics after NUM_UPDATES updates, shard_map'ed and
+  vmapped, from the same state."""
+  data = tiny_data(config)
+  trainer = train.make_train(config, sharding.AXIS)
+  state = jax.jit(trainer.init)(jax.random.key(1))
+  state = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), state)  # strong types: 1 compile
   results = []
   for make in (sharding.make_sharded_update, sharding.make_vmapped_update):
-    update = make(config, agent.apply, rollout_fn, optimizer)
-    state = ppo.TrainState(params, optimizer.init(params), jnp.array(0))
-    for key in jax.random.split(jax.random.key(2), NUM_UPDATES):
-      state, metrics = update(state, key)
-    results.append(jax.device_get((state.params, metrics)))
-  return params, *results
+    update = make(trainer.update, config)
+    current = state
+    for _ in range(NUM_UPDATES):
+      current, metrics = update(current, data)
+    results.append(jax.device_get((current.params, metrics)))
+  return state.params, *results
 
 
 def check_sharded_matches_vmapped():
@@ -104,51 +96,21 @@ def test_sharded_update_matches_vmapped_shards():
   assert "sharded == vmapped" in run.stdout
 
 
-class _Built(Exception):
-  """Raised once the update is built: the dispatch is what is tested, not the training."""
-
-
-@pytest.fixture(scope="module")
-def tiny():
-  """Tiny inputs and initial parameters (jitted once: eager init takes 15 s on a busy CPU)."""
-  proxies, prior = tiny_inputs()
-  params = jax.jit(train.make_agent(tiny_config(1), proxies).init)(jax.random.key(0))
-  return proxies, prior, params
-
-
-def _update_builder(monkeypatch, tmp_path, tiny, config):
-  """Which builder `train_and_evaluate` calls for its update: 'plain' or 'sharded'."""
-  proxies, prior, params = tiny
-  monkeypatch.setattr(train, "training_inputs", lambda *args, **kwargs: (
-      proxies, (prior, synthetic.sample_devices), "tiny"))
-  make_agent = train.make_agent
-  monkeypatch.setattr(train, "make_agent", lambda *args: make_agent(*args)._replace(
-      init=lambda key: params))
+def test_one_shard_takes_the_plain_path(monkeypatch):
   used = []
-
-  def spy(name, build):
-    def built(*args, **kwargs):
-      update = build(*args, **kwargs)
-      used.append((name, kwargs))
-      raise _Built(update)
-    return built
-
-  monkeypatch.setattr(ppo, "make_update", spy("plain", ppo.make_update))
-  monkeypatch.setattr(sharding, "make_sharded_update",
-                      spy("sharded", sharding.make_sharded_update))
-  with pytest.raises(_Built):
-    train.train_and_evaluate(config, str(tmp_path), log=lambda _: None)
-  return used
+  monkeypatch.setattr(sharding, "make_sharded_update", lambda *args: used.append(args))
+  config = tiny_config(1)
+  train.make_update_fn(config, train.make_train(config))
+  assert used == []
+  config = tiny_config(2)
+  train.make_update_fn(config, train.make_train(config, sharding.AXIS))
+  assert len(used) == 1
 
 
-def test_one_shard_takes_the_plain_path(monkeypatch, tmp_path, tiny):
-  assert _update_builder(monkeypatch, tmp_path, tiny, tiny_config(1)) == [("plain", {})]
-
-
-def test_too_many_shards_is_a_clear_error(monkeypatch, tmp_path, tiny):
+def test_too_many_shards_is_a_clear_error():
   config = tiny_config(jax.local_device_count() + 1)
   with pytest.raises(ValueError, match=r"num_shards=\d+ but .* has \d+ device"):
-    _update_builder(monkeypatch, tmp_path, tiny, config)
+    sharding.check_num_shards(config)
 
 
 if __name__ == "__main__":

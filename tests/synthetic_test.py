@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from experiments import device_coverage
-from hwnas_jax import bench
-from hwnas_jax import searchspace
-from hwnas_jax import synthetic
+from hwnas_jax.benchmark import tables
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices import synthetic
 
 
 def _r2(truth, prediction):
@@ -62,9 +62,9 @@ def test_sampled_devices_are_batched_and_vmappable(generic_prior):
   for leaf in (devices.overhead, devices.curvature, devices.dead_discount,
                devices.arch_jitter, devices.seed, devices.noise):
     assert leaf.shape == (_NUM,)
-  tables = jax.vmap(synthetic.latency_table)(devices)
-  assert tables.shape == (_NUM, searchspace.NUM_ARCHS)
-  assert bool(jnp.all(jnp.isfinite(tables))) and bool(jnp.all(tables > 0))
+  latency_tables = jax.vmap(synthetic.latency_table)(devices)
+  assert latency_tables.shape == (_NUM, searchspace.NUM_ARCHS)
+  assert bool(jnp.all(jnp.isfinite(latency_tables))) and bool(jnp.all(latency_tables > 0))
   indices = jnp.arange(_NUM) * 61
   probes = jax.vmap(synthetic.measure)(devices, indices, jax.random.split(jax.random.key(1), _NUM))
   assert probes.shape == (_NUM,)
@@ -156,12 +156,12 @@ def test_prior_never_uses_validation_devices(benchmark, training_prior):
     synthetic.fit_prior({"eyeriss": benchmark.latency("eyeriss")})
   with pytest.raises(ValueError, match="validation"):
     synthetic.fit_paper_prior(dict(synthetic.training_tables(benchmark), fpga=benchmark.latency("fpga")))
-  assert not set(synthetic.training_tables(benchmark)) & set(bench.VALIDATION_DEVICES)
-  # Identical whether the validation tables are absent or replaced by anything at all.
+  assert not set(synthetic.training_tables(benchmark)) & set(tables.VALIDATION_DEVICES)
+  # Identical whether the validation latency_tables are absent or replaced by anything at all.
   without = benchmark.select_devices(benchmark.training_devices)
   scrambled = dataclasses.replace(benchmark, latency_ms={
       name: (np.random.default_rng(0).uniform(1, 100, searchspace.NUM_ARCHS)
-             if name in bench.VALIDATION_DEVICES else table)
+             if name in tables.VALIDATION_DEVICES else table)
       for name, table in benchmark.latency_ms.items()})
   for other in (without, scrambled):
     prior = synthetic.fit_prior(synthetic.training_tables(other))
@@ -170,43 +170,43 @@ def test_prior_never_uses_validation_devices(benchmark, training_prior):
 
 def test_training_prior_samples_are_plausible(training_prior):
   devices = synthetic.sample_devices(jax.random.key(5), training_prior, _NUM)
-  tables = np.asarray(jax.vmap(synthetic.latency_table)(devices))
-  assert np.all(np.isfinite(tables)) and np.all(tables > 0)
+  latency_tables = np.asarray(jax.vmap(synthetic.latency_table)(devices))
+  assert np.all(np.isfinite(latency_tables)) and np.all(latency_tables > 0)
   cost = np.asarray(devices.edge_cost).mean(1)
   none, skip, conv3 = cost[:, 0], cost[:, 1], cost[:, 3]
   tied = np.abs(none - skip) <= 0.02 * conv3
   assert np.mean(tied) > 0.1                    # eyeriss-like: none costs what skip costs
   assert np.mean(none > skip + 0.05 * conv3) > 0.3  # GPU-like: x * 0 is a kernel, skip is not
   assert np.mean(conv3 >= 0.9 * cost.max(1)) > 0.6  # the 3x3 conv (nearly) dominates
-  overhead_share = np.asarray(devices.overhead) / tables.mean(1)
+  overhead_share = np.asarray(devices.overhead) / latency_tables.mean(1)
   assert overhead_share.min() < 0.15 and overhead_share.max() > 0.7
   noise = np.asarray(devices.noise)
   assert noise.min() >= 1e-3 * 0.999 and noise.max() <= 0.1 * 1.001
 
 
 def test_paper_prior_bounds_are_milliseconds(benchmark):
-  tables = synthetic.training_tables(benchmark)
-  paper = synthetic.fit_paper_prior(tables)
-  per_op = np.stack([synthetic.op_latencies(t) for t in tables.values()])
+  latency_tables = synthetic.training_tables(benchmark)
+  paper = synthetic.fit_paper_prior(latency_tables)
+  per_op = np.stack([synthetic.op_latencies(t) for t in latency_tables.values()])
   np.testing.assert_allclose(paper.mean, per_op.mean(0), rtol=1e-5)
   draws = np.asarray(synthetic.sample_paper_op_latencies(jax.random.key(0), paper, 20000))
   assert np.all(draws >= np.asarray(paper.low)) and np.all(draws <= np.asarray(paper.high))
   above = (draws > np.asarray(paper.mean)).mean(0)
   assert np.all((above > 0.35) & (above < 0.65)), above  # the authors' bug put every draw above
-  narrow = synthetic.fit_paper_prior(tables, bounds_ms=(0.5, 1.0))
+  narrow = synthetic.fit_paper_prior(latency_tables, bounds_ms=(0.5, 1.0))
   draws = np.asarray(synthetic.sample_paper_op_latencies(jax.random.key(1), narrow, 5000))
   assert draws.min() >= 0.5 and draws.max() <= 1.0
   with pytest.raises(ValueError):
-    synthetic.fit_paper_prior(tables, bounds_ms=(2.0, 1.0))
+    synthetic.fit_paper_prior(latency_tables, bounds_ms=(2.0, 1.0))
 
 
 def test_paper_devices_are_additive_per_op(benchmark):
   paper = synthetic.fit_paper_prior(synthetic.training_tables(benchmark))
   devices = synthetic.sample_paper_devices(jax.random.key(0), paper, 4)
-  tables = np.asarray(jax.vmap(synthetic.latency_table)(devices))
+  latency_tables = np.asarray(jax.vmap(synthetic.latency_table)(devices))
   per_op = np.asarray(devices.edge_cost)[:, 0]
   expected = per_op[:, searchspace.arch_ops()].sum(-1)
-  np.testing.assert_allclose(tables, expected, rtol=1e-5)
+  np.testing.assert_allclose(latency_tables, expected, rtol=1e-5)
   assert np.all(np.asarray(devices.overhead) == 0) and np.all(np.asarray(devices.noise) == 0)
 
 

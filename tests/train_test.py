@@ -1,16 +1,15 @@
 """Meta-training end to end: it beats random search on held-out synthetic devices, resumes
 from its checkpoint, and its workdir deploys as a search method."""
 
-import json
-import os
-
 import numpy as np
 import pytest
 
 from experiments.configs import default, paper, quick
-from hwnas_jax import search
-from hwnas_jax import train
-from hwnas_jax.devices import ProbeBudget, TableDevice
+from hwnas_jax.devices.table import TableDevice
+from hwnas_jax.metatrain import checkpoint
+from hwnas_jax.metatrain import train
+from hwnas_jax.search import interface
+from hwnas_jax.search import registry
 
 
 def _tiny(config):
@@ -45,34 +44,36 @@ def test_rerun_resumes_from_the_checkpoint(run, data_dir):
   workdir, config, _ = run
   config.num_updates = 3
   train.train_and_evaluate(config, workdir, data_dir, log=lambda _: None)
-  with open(os.path.join(workdir, train.METRICS)) as f:
-    steps = [json.loads(line)["step"] for line in f]
+  steps = [m["step"] for m in checkpoint.read_metrics(workdir, config.seed)]
   assert steps == [1, 2, 3]
 
 
 def test_workdir_deploys_within_k_probes(run, benchmark):
   workdir, config, _ = run
-  method = search.make_method("controller", workdir)
+  [method] = registry.make_methods("controller", workdir)
   latency = benchmark.latency("gold_6240")
   budget_ms = float(np.percentile(latency, 25))
-  device = ProbeBudget(TableDevice("gold_6240", latency), config.num_probes)
-  answer = method(search.Task("cifar10", budget_ms, config.num_probes,
-                              benchmark.proxy("cifar10")), device, np.random.default_rng(0))
+  device = interface.ProbeBudget(TableDevice("gold_6240", latency), config.num_probes)
+  answer = method(interface.Task("cifar10", budget_ms, config.num_probes,
+                                 benchmark.proxy("cifar10")), device.handle,
+                  np.random.default_rng(0))
   assert len(device.probes) == config.num_probes
   assert answer is not None and device.is_valid(answer, budget_ms)
   with pytest.raises(ValueError, match="no 'paper_controller' run"):
-    search.make_method("paper_controller", workdir)
+    registry.make_methods("paper_controller", workdir)
 
 
 def test_paper_controller_trains_and_deploys(tmp_path, data_dir, benchmark):
   config = _tiny(paper.get_config())
   config.num_updates = 1
   train.train_and_evaluate(config, str(tmp_path), data_dir, log=lambda _: None)
-  method = search.make_method("paper_controller", str(tmp_path))
+  [method] = registry.make_methods("paper_controller", str(tmp_path))
   latency = benchmark.latency("gold_6240")
-  device = ProbeBudget(TableDevice("gold_6240", latency), config.num_probes)
-  answer = method(search.Task("cifar10", float(np.median(latency)), config.num_probes,
-                              benchmark.proxy("cifar10")), device, np.random.default_rng(0))
+  device = interface.ProbeBudget(TableDevice("gold_6240", latency), config.num_probes)
+  task = interface.Task("cifar10", float(np.median(latency)), config.num_probes,
+                        benchmark.proxy("cifar10"),
+                        latency_range_ms=(float(latency.min()), float(latency.max())))
+  answer = method(task, device.handle, np.random.default_rng(0))
   assert len(device.probes) == config.num_probes and answer == device.probes[-1].index
 
 
@@ -86,4 +87,4 @@ def test_configs_are_sized_as_documented():
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="no meta-training run"):
-    search.make_method("controller", str(tmp_path))
+    registry.make_methods("controller", str(tmp_path))

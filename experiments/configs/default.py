@@ -28,4 +28,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_devices = 1024
   config.checkpoint_every = 10
   config.num_shards = 1             # local accelerators the episode batch is split over
+  config.num_seeds = 1              # independent controllers trained at once (seed, seed + 1, ...)
   return config

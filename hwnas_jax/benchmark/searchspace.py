@@ -44,11 +44,16 @@ def arch_ops() -> np.ndarray:
   return ops
 
 
+# An architecture's base-5 code, ops @ CODE_WEIGHTS, indexes `code_to_index()`.
+CODE_WEIGHTS = NUM_OPS ** np.arange(NUM_EDGES - 1, -1, -1)
+
+
 @functools.lru_cache(maxsize=None)
-def _code_to_index() -> np.ndarray:
-  codes = arch_ops() @ (NUM_OPS ** np.arange(NUM_EDGES - 1, -1, -1))
+def code_to_index() -> np.ndarray:
+  """(15625,) NATS-Bench index of each base-5 code (the inverse of the index order)."""
   lookup = np.empty(NUM_ARCHS, dtype=np.int64)
-  lookup[codes] = np.arange(NUM_ARCHS)
+  lookup[arch_ops() @ CODE_WEIGHTS] = np.arange(NUM_ARCHS)
+  lookup.setflags(write=False)
   return lookup
 
 
@@ -65,7 +70,7 @@ def _check_ops(ops: Sequence[int]) -> np.ndarray:
 
 def ops_to_index(ops: Sequence[int]) -> int:
   ops = _check_ops(ops)
-  return int(_code_to_index()[int(ops @ (NUM_OPS ** np.arange(NUM_EDGES - 1, -1, -1)))])
+  return int(code_to_index()[int(ops @ CODE_WEIGHTS)])
 
 
 def ops_to_string(ops: Sequence[int]) -> str:

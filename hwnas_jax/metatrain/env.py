@@ -1,41 +1,73 @@
-"""One search episode as a pure function: K probes of a controller on one device, one budget.
+"""The search episode as an environment in gymnax's style: pure functions of pytrees.
 
-`rollout` is a `lax.scan` over the K steps of one episode, `jax.vmap`-ed over a batch of
-(device, budget, dataset) triples, so thousands of synthetic episodes run in one jitted
-call. The reward telescopes to the protocol's objective: the proxy of the answer (the
-best-proxy probe within budget; 0 if none) divided by the best proxy within budget.
+An episode is K probes of one device under one budget. Its parameters (`EpisodeParams`:
+a synthetic device, the budget, which proxy table) are a pytree, so `jax.vmap` over them
+runs thousands of variants at once. `observe` is the one step of the episode: it adds a
+measured latency to the observation. The jitted rollout calls it after measuring a
+synthetic device, and deployment calls the same function after measuring a real one.
+
+The reward telescopes to the protocol's objective: the proxy of the answer (the best-proxy
+probe within budget; 0 if none) divided by the best proxy within budget.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from hwnas_jax import synthetic
-from hwnas_jax.controller import Observation, empty_observation
+from hwnas_jax.devices import synthetic
 
 
-class EpisodeParams(NamedTuple):
+@chex.dataclass(frozen=True)
+class Observation:
+  """What a controller sees: its own probe history (indices, latency / budget)."""
+  probe_index: jax.Array  # (K,) int32, valid for slots < num_probed
+  latency_rel: jax.Array  # (K,) float32 measured latency / budget
+  num_probed: jax.Array   # () int32
+  dataset: jax.Array      # () int32 which proxy table the episode uses
+
+
+def empty_observation(num_probes: int, dataset=0) -> Observation:
+  return Observation(probe_index=jnp.zeros(num_probes, jnp.int32),
+                     latency_rel=jnp.zeros(num_probes, jnp.float32),
+                     num_probed=jnp.array(0, jnp.int32),
+                     dataset=jnp.asarray(dataset, jnp.int32))
+
+
+def observe(obs: Observation, index, latency_rel) -> Observation:
+  """The episode's step: architecture `index` was measured at `latency_rel` x the budget."""
+  slot = obs.num_probed
+  return obs.replace(probe_index=obs.probe_index.at[slot].set(jnp.asarray(index, jnp.int32)),
+                     latency_rel=obs.latency_rel.at[slot].set(
+                         jnp.asarray(latency_rel, jnp.float32)),
+                     num_probed=slot + 1)
+
+
+@chex.dataclass(frozen=True)
+class EpisodeParams:
   device: Any               # synthetic.SyntheticDevice
-  budget_ms: jnp.ndarray    # ()
-  dataset: jnp.ndarray      # () int32
-  oracle_proxy: jnp.ndarray  # () best raw proxy within budget: the reward's scale
+  budget_ms: jax.Array      # ()
+  dataset: jax.Array        # () int32
+  oracle_proxy: jax.Array   # () best raw proxy within budget: the reward's scale
 
 
-class State(NamedTuple):
+@chex.dataclass(frozen=True)
+class EnvState:
   obs: Observation
-  best_proxy: jnp.ndarray  # () best raw proxy among valid probes (0: none yet)
+  best_proxy: jax.Array  # () best raw proxy among valid probes (0: none yet)
 
 
-class Transition(NamedTuple):
-  obs: Observation
-  action: jnp.ndarray
-  log_prob: jnp.ndarray
-  value: jnp.ndarray
-  reward: jnp.ndarray
-  latency_rel: jnp.ndarray
+@chex.dataclass(frozen=True)
+class Transition:
+  obs: Any  # the observation the action was chosen on (a controller's or the paper's)
+  action: jax.Array
+  log_prob: jax.Array
+  value: jax.Array
+  reward: jax.Array
+  latency_rel: jax.Array
 
 
 def quantile_by_bisection(values, fraction, iterations: int = 30):
@@ -54,7 +86,7 @@ def quantile_by_bisection(values, fraction, iterations: int = 30):
   return hi
 
 
-def sample_episodes(key, prior, num: int, proxies_raw: jnp.ndarray,
+def sample_episodes(key, prior, num: int, proxies_raw: jax.Array,
                     budget_percentiles=(5.0, 60.0),
                     sample_devices: Callable = synthetic.sample_devices) -> EpisodeParams:
   """`num` synthetic devices, each with a budget percentile and a dataset drawn at random."""
@@ -67,27 +99,24 @@ def sample_episodes(key, prior, num: int, proxies_raw: jnp.ndarray,
   dataset = jax.random.randint(key_data, (num,), 0, proxies_raw.shape[0])
   feasible = tables <= budget_ms[:, None]
   oracle = jnp.max(jnp.where(feasible, proxies_raw[dataset], 0.0), axis=1)
-  return EpisodeParams(devices, budget_ms, dataset, oracle)
+  return EpisodeParams(device=devices, budget_ms=budget_ms, dataset=dataset,
+                       oracle_proxy=oracle)
 
 
-def reset(params: EpisodeParams, num_probes: int) -> State:
-  obs = empty_observation(num_probes)._replace(dataset=params.dataset.astype(jnp.int32))
-  return State(obs, jnp.array(0.0, jnp.float32))
+def reset(params: EpisodeParams, num_probes: int) -> EnvState:
+  return EnvState(obs=empty_observation(num_probes, params.dataset),
+                  best_proxy=jnp.array(0.0, jnp.float32))
 
 
-def step(key, params: EpisodeParams, state: State, action, proxies_raw):
-  """Measure `action` on the device: (next state, reward, latency / budget)."""
+def step(key, params: EpisodeParams, state: EnvState, action, proxies_raw):
+  """Measure `action` on the synthetic device: (next state, reward, latency / budget)."""
   latency_ms = synthetic.measure(params.device, action, key)
   latency_rel = (latency_ms / params.budget_ms).astype(jnp.float32)
-  obs = state.obs
-  slot = obs.num_probed
-  obs = obs._replace(probe_index=obs.probe_index.at[slot].set(action),
-                     latency_rel=obs.latency_rel.at[slot].set(latency_rel),
-                     num_probed=slot + 1)
   proxy = proxies_raw[params.dataset, action]
   best = jnp.where(latency_rel <= 1.0, jnp.maximum(state.best_proxy, proxy), state.best_proxy)
   reward = (best - state.best_proxy) / params.oracle_proxy
-  return State(obs, best), reward, latency_rel
+  return (EnvState(obs=observe(state.obs, action, latency_rel), best_proxy=best), reward,
+          latency_rel)
 
 
 def sample_categorical(key, log_probs):
@@ -106,9 +135,9 @@ def rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw, nu
     logits, value = apply_fn(policy_params, state.obs)
     log_probs = jax.nn.log_softmax(logits)
     action = jnp.argmax(logits) if greedy else sample_categorical(key_act, log_probs)
-    log_prob = log_probs[action]
     next_state, reward, latency_rel = step(key_measure, params, state, action, proxies_raw)
-    return next_state, Transition(state.obs, action, log_prob, value, reward, latency_rel)
+    return next_state, Transition(obs=state.obs, action=action, log_prob=log_probs[action],
+                                  value=value, reward=reward, latency_rel=latency_rel)
 
   _, transitions = jax.lax.scan(one_step, reset(params, num_probes),
                                 jax.random.split(key, num_probes))
@@ -123,6 +152,6 @@ def batch_rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_r
       apply_fn, policy_params, params, keys, proxies_raw, num_probes, greedy)
 
 
-def episode_score(transitions: Transition) -> tuple[jnp.ndarray, jnp.ndarray]:
+def episode_score(transitions: Transition) -> tuple[jax.Array, jax.Array]:
   """(answer proxy / best feasible proxy, any valid answer) per episode."""
   return transitions.reward.sum(-1), (transitions.latency_rel <= 1.0).any(-1)

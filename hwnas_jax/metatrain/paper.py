@@ -15,42 +15,31 @@ nothing comes near L = 0 and the policy maximises the proxy far over budget.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hwnas_jax import searchspace
-from hwnas_jax import search
-from hwnas_jax import synthetic
-from hwnas_jax.episode import EpisodeParams, Transition
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices import synthetic
+from hwnas_jax.metatrain.env import EpisodeParams, Transition
 
 HISTORY = 5
 NUM_ACTIONS = searchspace.NUM_EDGES * searchspace.NUM_OPS
 OBS_SIZE = HISTORY * (NUM_ACTIONS + 1)
 
 
-class State(NamedTuple):
-  ops: jnp.ndarray          # (6,) current architecture
-  history: jnp.ndarray      # (HISTORY, 31) one-hot architecture and L of the last probes
-
-
-def _code_lookup() -> np.ndarray:
-  """ops (base-5 code) -> NATS-Bench index, as a constant table for jitted edits."""
-  codes = searchspace.arch_ops() @ (searchspace.NUM_OPS ** np.arange(5, -1, -1))
-  lookup = np.zeros(searchspace.NUM_ARCHS, np.int32)
-  lookup[codes] = np.arange(searchspace.NUM_ARCHS)
-  return lookup
-
-
-CODE_TO_INDEX = _code_lookup()
-POWERS = searchspace.NUM_OPS ** np.arange(5, -1, -1)
+@chex.dataclass(frozen=True)
+class State:
+  ops: jax.Array      # (6,) current architecture
+  history: jax.Array  # (HISTORY, 31) one-hot architecture and L of the last probes
 
 
 def ops_index(ops):
-  return jnp.asarray(CODE_TO_INDEX)[jnp.dot(ops, jnp.asarray(POWERS))]
+  """(6,) operation indices -> NATS-Bench index, inside jitted edits."""
+  codes = jnp.dot(ops, jnp.asarray(searchspace.CODE_WEIGHTS, jnp.int32))
+  return jnp.asarray(searchspace.code_to_index(), jnp.int32)[codes]
 
 
 def normalised_latency(latency_ms, latency_range):
@@ -62,7 +51,8 @@ def paper_reward(proxy, latency_norm):
   return proxy * (1e-3 + latency_norm) ** -0.3 - 1.0
 
 
-def push(history, ops, latency_norm):
+def observe(history, ops, latency_norm):
+  """The paper episode's step: the newest (architecture, L) enters the last-5 history."""
   entry = jnp.concatenate([jax.nn.one_hot(ops, searchspace.NUM_OPS).reshape(-1),
                            latency_norm[None]])
   return jnp.concatenate([history[1:], entry[None]], axis=0)
@@ -93,7 +83,7 @@ def rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw, nu
   first = jax.random.randint(key_init, (), 0, searchspace.NUM_ARCHS)
   ops = jnp.asarray(searchspace.arch_ops())[first]
   latency_ms = synthetic.measure(params.device, first, key_measure)
-  history = push(jnp.zeros((HISTORY, NUM_ACTIONS + 1)), ops,
+  history = observe(jnp.zeros((HISTORY, NUM_ACTIONS + 1)), ops,
                  normalised_latency(latency_ms, latency_range))
 
   def one_step(carry, key):
@@ -107,11 +97,11 @@ def rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw, nu
     latency_ms = synthetic.measure(params.device, index, key_measure)
     latency_norm = normalised_latency(latency_ms, latency_range)
     reward = paper_reward(proxy[index], latency_norm)
-    transition = Transition(state.history, action, log_probs[action], value, reward,
-                            latency_ms / params.budget_ms)
-    return (State(ops, push(state.history, ops, latency_norm)), index), transition
+    transition = Transition(obs=state.history, action=action, log_prob=log_probs[action],
+                            value=value, reward=reward, latency_rel=latency_ms / params.budget_ms)
+    return (State(ops=ops, history=observe(state.history, ops, latency_norm)), index), transition
 
-  (_, last), transitions = jax.lax.scan(one_step, (State(ops, history), first),
+  (_, last), transitions = jax.lax.scan(one_step, (State(ops=ops, history=history), first),
                                         jax.random.split(key_steps, num_probes - 1))
   valid = transitions.latency_rel[-1] <= 1.0
   score = jnp.where(valid, proxy[last] / params.oracle_proxy, 0.0)
@@ -123,33 +113,3 @@ def batch_rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_r
   keys = jax.random.split(key, params.budget_ms.shape[0])
   return jax.vmap(rollout, in_axes=(None, None, 0, 0, None, None, None))(
       apply_fn, policy_params, params, keys, proxies_raw, num_probes, greedy)
-
-
-def table_range(device) -> tuple[float, float]:
-  """Fastest and slowest latency of the target's table (the paper's normalisation)."""
-  while not hasattr(device, "latency_ms") and hasattr(device, "device"):
-    device = device.device  # unwrap ProbeBudget
-  if not hasattr(device, "latency_ms"):
-    raise ValueError("paper_controller min-max normalises latency with the target's table, "
-                     f"and device {getattr(device, 'name', device)!r} has none")
-  return float(np.nanmin(device.latency_ms)), float(np.nanmax(device.latency_ms))
-
-
-def paper_method(model: PaperPolicy, params) -> search.Method:
-  """Deployment as in the paper: K-1 greedy edits from a random start; answer = the last."""
-  logits_fn = jax.jit(lambda history: model.apply(params, history)[0])
-
-  def method(task: search.Task, device, rng: np.random.Generator) -> int:
-    latency_range = table_range(device)
-    index = int(rng.integers(searchspace.NUM_ARCHS))
-    ops = np.array(searchspace.arch_ops()[index])
-    history = push(jnp.zeros((HISTORY, NUM_ACTIONS + 1)), ops,
-                   normalised_latency(device.measure(index), latency_range))
-    for _ in range(task.num_probes - 1):
-      action = int(jnp.argmax(logits_fn(history)))
-      ops[action // searchspace.NUM_OPS] = action % searchspace.NUM_OPS
-      index = searchspace.ops_to_index(ops)
-      history = push(history, ops, normalised_latency(device.measure(index), latency_range))
-    return index
-
-  return method

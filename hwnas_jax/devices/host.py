@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import searchspace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +148,7 @@ class HostDevice:
     return forward, variables, build_s, compile_s, False
 
   def _model(self):
-    from hwnas_jax import network  # pylint: disable=import-outside-toplevel
+    from hwnas_jax.benchmark import network  # pylint: disable=import-outside-toplevel
     return network.TinyNetwork(num_classes=searchspace.NUM_CLASSES[self.dataset],
                                channels=self.channels, num_cells=self.num_cells,
                                use_batchnorm=True)

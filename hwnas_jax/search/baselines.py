@@ -1,45 +1,24 @@
-"""Search methods behind one interface, and the references they are scored against.
+"""Hand-written search methods: random search, regularized evolution, in-context least squares.
 
-A method is `method(task, device, rng) -> index | None`: it may look at the task's proxy
-of any architecture for free, and spends latency probes through `device.measure`. The
-answer it returns is only worth something if the harness saw it measured within budget
-(`ProbeBudget.is_valid`); `None` means "no architecture found" and scores 0.
+Each is a `interface.Method`: it reads the task's proxy for free and spends its K latency
+probes through the handle's `measure`; its answer follows the shared answer rule.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from hwnas_jax import searchspace
-from hwnas_jax.devices import Device
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.search import interface
 
 
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """What a method is told: the budget in ms (never its percentile), K, and the proxy."""
-  dataset: str
-  budget_ms: float
-  num_probes: int
-  proxy: np.ndarray  # (15625,) accuracy proxy, free of charge
-
-
-Method = Callable[[Task, Device, np.random.Generator], "int | None"]
-
-
-def best_valid(probed: dict[int, float], proxy: np.ndarray, budget_ms: float) -> int | None:
-  """The answer rule shared by every method: best proxy among the measured-feasible."""
-  valid = [i for i, latency_ms in probed.items() if latency_ms <= budget_ms]
-  return max(valid, key=lambda i: proxy[i]) if valid else None
-
-
-def random_search(task: Task, device: Device, rng: np.random.Generator) -> int | None:
+def random_search(task: interface.Task, device: interface.ProbeHandle, rng: np.random.Generator) -> int | None:
   """K distinct random architectures; answer = best proxy among those within budget."""
   candidates = rng.choice(searchspace.NUM_ARCHS, size=task.num_probes, replace=False)
   probed = {int(i): device.measure(int(i)) for i in candidates}
-  return best_valid(probed, task.proxy, task.budget_ms)
+  return interface.best_valid(probed, task.proxy, task.budget_ms)
 
 
 def _mutate(ops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -49,7 +28,7 @@ def _mutate(ops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return child
 
 
-def regularized_evolution(task: Task, device: Device, rng: np.random.Generator,
+def regularized_evolution(task: interface.Task, device: interface.ProbeHandle, rng: np.random.Generator,
                           population_size: int = 4, tournament_size: int = 2) -> int | None:
   """REA (Real et al. 2019) spending one probe per child; fitness = proxy within budget.
 
@@ -77,7 +56,7 @@ def regularized_evolution(task: Task, device: Device, rng: np.random.Generator,
       child = searchspace.ops_to_index(_mutate(ops[child], rng))
     probed[child] = device.measure(child)
     population = population[1:] + [child]
-  return best_valid(probed, task.proxy, task.budget_ms)
+  return interface.best_valid(probed, task.proxy, task.budget_ms)
 
 
 def _uniform_cells(op_names: Sequence[str]) -> list[int]:
@@ -85,7 +64,7 @@ def _uniform_cells(op_names: Sequence[str]) -> list[int]:
           for name in op_names]
 
 
-def least_squares(task: Task, device: Device, rng: np.random.Generator,
+def least_squares(task: interface.Task, device: interface.ProbeHandle, rng: np.random.Generator,
                   margin: float = 0.0,
                   first_probes: Sequence[str] = ("nor_conv_3x3", "nor_conv_1x1", "skip_connect"),
                   ) -> int | None:
@@ -114,53 +93,11 @@ def least_squares(task: Task, device: Device, rng: np.random.Generator,
     else:
       choice = int(np.flatnonzero(open_)[np.argmin(predicted_ms[open_])])
     probed[choice] = device.measure(choice)
-  return best_valid(probed, task.proxy, task.budget_ms)
+  return interface.best_valid(probed, task.proxy, task.budget_ms)
 
 
-METHODS: dict[str, Method] = {
+BASELINES: dict[str, interface.Method] = {
     "random": random_search,
     "rea": regularized_evolution,
     "lsq": least_squares,
 }
-
-
-# --- references: they read the whole latency table, which no method may do ------------
-
-def oracle(latency_ms: np.ndarray, accuracy: np.ndarray, proxy: np.ndarray,
-           budget_ms: float) -> int:
-  """The most accurate architecture within budget (the physical limit)."""
-  del proxy
-  return _argmax_within(accuracy, latency_ms, budget_ms)
-
-
-def proxy_oracle(latency_ms: np.ndarray, accuracy: np.ndarray, proxy: np.ndarray,
-                 budget_ms: float) -> int:
-  """The best-proxy architecture within budget (the limit of ranking by this proxy)."""
-  del accuracy
-  return _argmax_within(proxy, latency_ms, budget_ms)
-
-
-def _argmax_within(score: np.ndarray, latency_ms: np.ndarray, budget_ms: float) -> int:
-  feasible = np.flatnonzero(latency_ms <= budget_ms)  # NaN (cannot run) is never feasible
-  if not feasible.size:
-    raise ValueError(f"no architecture has latency <= {budget_ms:.4g} ms "
-                     f"(fastest: {np.nanmin(latency_ms):.4g} ms)")
-  return int(feasible[np.argmax(score[feasible])])
-
-
-REFERENCES = {"oracle": oracle, "proxy_oracle": proxy_oracle}
-
-
-def make_method(name: str, checkpoint: str | None = None) -> Method | None:
-  """A method by name; None for a reference (scored from the table by the harness)."""
-  if name in REFERENCES:
-    return None
-  if name in METHODS:
-    return METHODS[name]
-  if name in ("controller", "paper_controller"):
-    if not checkpoint:
-      raise ValueError(f"method {name!r} needs --checkpoint (the --workdir of a meta_train run)")
-    from hwnas_jax import deploy  # pylint: disable=import-outside-toplevel
-    return deploy.load_method(checkpoint, name)
-  known = sorted([*METHODS, *REFERENCES, "controller", "paper_controller"])
-  raise ValueError(f"unknown method {name!r}; known: {', '.join(known)}")

@@ -13,14 +13,13 @@ at once, and the same weights transfer to any device, dataset and budget.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.metatrain.env import Observation
 
 FEATURES = ("proxy", "gain", "log_p_fit", "p_fit", "expected_gain", "slack", "log_sigma")
 NUM_FEATURES = len(FEATURES)
@@ -28,19 +27,6 @@ NUM_FEATURES = len(FEATURES)
 # meta-training then improves. Order as FEATURES.
 INITIAL_WEIGHTS = (4.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0)
 MASKED = -1e9
-
-
-class Observation(NamedTuple):
-  """What the controller sees: its own probe history (indices, latency / budget)."""
-  probe_index: jnp.ndarray  # (K,) int32, valid for slots < num_probed
-  latency_rel: jnp.ndarray  # (K,) float32 measured latency / budget
-  num_probed: jnp.ndarray   # () int32
-  dataset: jnp.ndarray      # () int32 which proxy table the episode uses
-
-
-def empty_observation(num_probes: int, dataset: int = 0) -> Observation:
-  return Observation(jnp.zeros(num_probes, jnp.int32), jnp.zeros(num_probes, jnp.float32),
-                     jnp.array(0, jnp.int32), jnp.array(dataset, jnp.int32))
 
 
 def policy_apply(model: nn.Module, proxies_std: jnp.ndarray):

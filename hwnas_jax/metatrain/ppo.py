@@ -9,17 +9,22 @@ the 15,625 candidate features, which the loss recomputes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
 
 
-class TrainState(NamedTuple):
+@chex.dataclass(frozen=True)
+class TrainState:
+  """Everything one controller's training carries from update to update (a pytree, so
+  `jax.vmap` over a leading axis trains several seeds at once)."""
   params: Any
   opt_state: Any
-  step: jnp.ndarray
+  step: jax.Array  # () int32, updates done
+  key: jax.Array   # the key of the next update
 
 
 def gae(rewards, values, gamma: float, lam: float):
@@ -71,24 +76,34 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def make_update(config, apply_fn: Callable, rollout_fn: Callable,
-                optimizer: optax.GradientTransformation, grad_reduce: Callable = lambda g: g,
-                axis_name=None):
-  """`update(state, key) -> (state, metrics)`: one rollout and its PPO epochs.
+                optimizer: optax.GradientTransformation, axis_name=None):
+  """`update(state, data) -> (state, metrics)`: one rollout and its PPO epochs.
 
-  `rollout_fn(policy_params, key) -> (Transition [episodes, steps], metrics)` plays one
-  batch of fresh episodes; `grad_reduce` averages gradients across devices when the
-  batch is sharded (identity on one device), and `axis_name`, the shards' axis, makes the
-  advantage normalisation global (see `sharding`).
+  `rollout_fn(policy_params, key, data) -> (Transition [episodes, steps], metrics)` plays
+  one batch of fresh episodes; `apply_fn(params, obs, data) -> (logits, value)`. With
+  `axis_name` (the shards' axis under `shard_map` or `vmap`, see `sharding`), every shard
+  plays its own episodes (its key folded with its index), normalises advantages with the
+  global statistics and averages gradients and metrics over the shards, so parameters and
+  optimizer state stay the same on every shard.
   """
 
-  def update(state: TrainState, key):
+  def grad_reduce(grads):
+    return grads if axis_name is None else jax.lax.pmean(grads, axis_name)
+
+  def update(state: TrainState, data):
+    next_key, key = jax.random.split(state.key)
+    if axis_name is not None:
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
     key_roll, key_perm = jax.random.split(key)
-    traj, rollout_metrics = rollout_fn(state.params, key_roll)
+    traj, rollout_metrics = rollout_fn(state.params, key_roll, data)
     batch_size = traj.reward.size  # episodes x steps, static
     minibatch_size = batch_size // config.num_minibatches
     advantages, returns = gae(traj.reward, traj.value, config.gamma, config.gae_lambda)
     flat = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]),
                         (traj, advantages, returns))
+
+    def apply(params, obs):
+      return apply_fn(params, obs, data)
 
     def epoch(carry, key):
       params, opt_state = carry
@@ -99,9 +114,8 @@ def make_update(config, apply_fn: Callable, rollout_fn: Callable,
       def minibatch(carry, mb):
         params, opt_state = carry
         (loss, aux), grads = jax.value_and_grad(ppo_loss, has_aux=True)(
-            params, apply_fn, *mb, config, axis_name)
-        grads = grad_reduce(grads)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+            params, apply, *mb, config, axis_name)
+        updates, opt_state = optimizer.update(grad_reduce(grads), opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), {"loss": loss, **aux}
 
       return jax.lax.scan(minibatch, (params, opt_state), shuffled)
@@ -109,6 +123,9 @@ def make_update(config, apply_fn: Callable, rollout_fn: Callable,
     (params, opt_state), losses = jax.lax.scan(
         epoch, (state.params, state.opt_state), jax.random.split(key_perm, config.num_epochs))
     metrics = {**rollout_metrics, **jax.tree.map(jnp.mean, losses)}
-    return TrainState(params, opt_state, state.step + 1), metrics
+    if axis_name is not None:
+      metrics = jax.lax.pmean(metrics, axis_name)  # equal shares: the mean over all episodes
+    return TrainState(params=params, opt_state=opt_state, step=state.step + 1,
+                      key=next_key), metrics
 
   return update

@@ -1,10 +1,10 @@
 """Meta-training over many accelerators: the episode batch split over a mesh of devices.
 
-One update of `ppo.make_update` is written once, per shard, with collectives over the
-named axis `AXIS`: each of S shards plays `num_devices / S` fresh episodes with its own key
-(`fold_in(key, axis_index)`), normalises advantages with the global mean and std, averages
-gradients (`pmean`) before every optimizer step, and averages its metrics. Parameters and
-optimizer state are replicated, so every shard takes the same step.
+One update of `ppo.make_update(..., axis_name=AXIS)` is written once, per shard: each of
+S shards plays `num_devices / S` fresh episodes with its own key (`fold_in(key,
+axis_index)`), normalises advantages with the global mean and std, averages gradients
+(`pmean`) before every optimizer step, and averages its metrics. Parameters and optimizer
+state are replicated, so every shard takes the same step.
 
 The same per-shard function runs in two ways with the same mathematics:
   * `make_sharded_update`: `shard_map` over a `Mesh` of S devices, jitted (training);
@@ -25,10 +25,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hwnas_jax import ppo
 
 AXIS = "shards"
 MULTIHOST_ENV = "HWNAS_MULTIHOST"
@@ -105,64 +103,36 @@ def replicate(tree, sharding: NamedSharding):
   return jax.tree.map(put, tree)
 
 
-def make_shard_update(config, apply_fn: Callable, shard_rollout_fn: Callable,
-                      optimizer: optax.GradientTransformation) -> Callable:
-  """One shard's `update(state, key)`; needs the named axis `AXIS` (shard_map or vmap).
+def make_sharded_update(shard_update: Callable, config, devices=None) -> Callable:
+  """Jitted `update(state, data)` over `config.num_shards` devices (all inputs replicated).
 
-  `shard_rollout_fn(params, key)` plays this shard's `num_devices / num_shards` episodes.
+  `shard_update` is one shard's update, written with collectives over `AXIS` (for example
+  `ppo.make_update(..., axis_name=AXIS)`, or that vmapped over seeds).
   """
-  update = ppo.make_update(config, apply_fn, shard_rollout_fn, optimizer,
-                           grad_reduce=lambda grads: jax.lax.pmean(grads, AXIS),
-                           axis_name=AXIS)
-
-  def shard_update(state: ppo.TrainState, key):
-    state, metrics = update(state, jax.random.fold_in(key, jax.lax.axis_index(AXIS)))
-    return state, jax.lax.pmean(metrics, AXIS)  # equal shares: the mean over all episodes
-
-  return shard_update
-
-
-def make_sharded_update(config, apply_fn: Callable, shard_rollout_fn: Callable,
-                        optimizer: optax.GradientTransformation, devices=None) -> Callable:
-  """Jitted `update(state, key)` over `config.num_shards` devices (state, key replicated)."""
   num_shards = check_num_shards(config)
   mesh = make_mesh(num_shards, devices)
   # check_vma=False: gradients stay per shard until the explicit pmean, as under vmap
   # (with it, grad would already sum over shards the replicated parameters' cotangents).
-  sharded = jax.shard_map(make_shard_update(config, apply_fn, shard_rollout_fn, optimizer),
-                          mesh=mesh, in_specs=(P(), P()), out_specs=(P(), P()),
+  sharded = jax.shard_map(shard_update, mesh=mesh, in_specs=(P(), P()), out_specs=(P(), P()),
                           check_vma=False)
   replicated = NamedSharding(mesh, P())
   jitted = jax.jit(sharded, in_shardings=(replicated, replicated),
                    out_shardings=(replicated, replicated))
 
-  def update(state: ppo.TrainState, key):
-    return jitted(*replicate((state, key), replicated))
+  def update(state, data):
+    return jitted(*replicate((state, data), replicated))
 
   update.jitted = jitted  # for `.lower(...)` in benchmarks
   update.mesh = mesh
   return update
 
 
-def make_vmapped_update(config, apply_fn: Callable, shard_rollout_fn: Callable,
-                        optimizer: optax.GradientTransformation) -> Callable:
+def make_vmapped_update(shard_update: Callable, config) -> Callable:
   """The sharded update's reference: the same shards under `vmap` on one device."""
-  batched = jax.vmap(make_shard_update(config, apply_fn, shard_rollout_fn, optimizer),
-                     in_axes=(None, None), axis_name=AXIS, axis_size=int(config.num_shards))
+  batched = jax.vmap(shard_update, in_axes=(None, None), axis_name=AXIS,
+                     axis_size=check_num_shards(config))
 
-  def update(state: ppo.TrainState, key):
-    return jax.tree.map(lambda x: x[0], batched(state, key))  # every shard holds the same
+  def update(state, data):
+    return jax.tree.map(lambda x: x[0], batched(state, data))  # every shard holds the same
 
   return jax.jit(update)
-
-
-def shard_rollout(agent_rollout: Callable, sample_fn: Callable, config) -> Callable:
-  """train.py's `rollout_fn` for one shard's share of the `config.num_devices` episodes."""
-  num = episodes_per_shard(config)
-
-  def rollout_fn(params, key):
-    key_sample, key_roll = jax.random.split(key)
-    transitions, score, valid = agent_rollout(params, sample_fn(key_sample, num), key_roll)
-    return transitions, {"score": score.mean(), "feasible_rate": valid.mean()}
-
-  return rollout_fn

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hwnas_jax import network as network_lib
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import network as network_lib
+from hwnas_jax.benchmark import searchspace
 
 NUM_INITS = 3
 BATCH_SIZE = 64

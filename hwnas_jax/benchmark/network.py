@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import searchspace
 
 NONE, SKIP, CONV1, CONV3, POOL = range(searchspace.NUM_OPS)
 _CONV_KERNEL = {CONV1: 1, CONV3: 3}

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import searchspace
 
 DATA_DIR_ENV = "HWNAS_DATA_DIR"
 PROXY_NAMES = ("naswot", "logsynflow", "skip")

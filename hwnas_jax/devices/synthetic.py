@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
 
-from hwnas_jax import bench
-from hwnas_jax import searchspace
+from hwnas_jax.benchmark import tables
+from hwnas_jax.benchmark import searchspace
 
 NUM_EDGES = searchspace.NUM_EDGES
 NUM_OPS = searchspace.NUM_OPS
@@ -314,7 +314,7 @@ def fit_device(latency_ms: np.ndarray) -> SyntheticDevice:
   The relative residual's sd becomes `arch_jitter` (seed 0: the realised deviations are
   not the table's own); `noise` is 0 because a table returns the same value at every probe.
   """
-  y = bench.check_table("latency_ms", latency_ms, positive=True)
+  y = tables.check_table("latency_ms", latency_ms, positive=True)
   return _fit_device_cached(hashlib.sha256(y.tobytes()).hexdigest(), y)
 
 
@@ -456,13 +456,13 @@ LOG_NOISE_RANGE = np.log([1e-3, 0.1])
 
 
 def _refuse_validation(names) -> None:
-  leaked = sorted(set(names) & set(bench.VALIDATION_DEVICES))
+  leaked = sorted(set(names) & set(tables.VALIDATION_DEVICES))
   if leaked:
     raise ValueError(f"validation devices {leaked} must never inform a prior (PROTOCOL.md); "
                      f"pass only training devices, e.g. synthetic.training_tables(benchmark)")
 
 
-def training_tables(benchmark: bench.Benchmark) -> dict[str, np.ndarray]:
+def training_tables(benchmark: tables.Benchmark) -> dict[str, np.ndarray]:
   """The latency tables a prior may be fitted on: the benchmark's training devices only."""
   return {name: benchmark.latency(name) for name in benchmark.training_devices}
 

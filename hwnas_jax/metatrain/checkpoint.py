@@ -1,0 +1,142 @@
+"""A meta-training workdir on disk: its config, and per seed a checkpoint and metrics.
+
+  WORKDIR/config.json               the config and what data it trained on
+  WORKDIR/seed_<s>/checkpoint.msgpack   the `TrainState` after the last saved update
+  WORKDIR/seed_<s>/metrics.jsonl        one line per update
+  WORKDIR/seed_<s>/training_curve.png   held-out synthetic score against random search
+
+Writes are atomic (a temporary file, then a rename), so an interruption loses at most the
+updates since the last checkpoint, and a resumed run rewrites exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import flax.serialization
+import jax
+import ml_collections
+
+from hwnas_jax.metatrain import config as config_lib
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.msgpack"
+METRICS = "metrics.jsonl"
+CURVE = "training_curve.png"
+
+
+def seed_dir(workdir: str, seed: int) -> str:
+  return os.path.join(workdir, f"seed_{seed}")
+
+
+def seeds_of(config) -> list[int]:
+  """The seeds a config trains: `seed`, `seed + 1`, ... (`num_seeds` of them)."""
+  return [int(config.seed) + i for i in range(int(config.num_seeds))]
+
+
+def _write_atomic(path: str, payload: bytes) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(payload)
+  os.replace(tmp, path)
+
+
+def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
+  """Prepare `workdir` for `config`; True if it holds a run to resume.
+
+  A workdir trained with another config (beyond `config_lib.RESUMABLE`) is refused, unless
+  `fresh`, which removes its checkpoints and metrics first.
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir {workdir!r} is a file, not a folder")
+  path = os.path.join(workdir, CONFIG)
+  resuming = os.path.isfile(path) and not fresh
+  if resuming:
+    saved = read_config(workdir)
+    changed = config_lib.differences(saved.to_dict(), config)
+    if changed:
+      raise ValueError(
+          f"{workdir!r} holds a run with another config ({'; '.join(changed)}): resuming it "
+          "would continue the old run. Use another --workdir, or --fresh to start afresh "
+          "(it deletes that run's checkpoints)")
+  elif fresh and os.path.isdir(workdir):
+    for name in os.listdir(workdir):
+      if name.startswith("seed_") or name == CONFIG:
+        target = os.path.join(workdir, name)
+        shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+  os.makedirs(workdir, exist_ok=True)
+  for seed in seeds_of(config):
+    os.makedirs(seed_dir(workdir, seed), exist_ok=True)
+  payload = json.dumps({"config": config.to_dict(), "source": source}, indent=1)
+  _write_atomic(path, payload.encode())
+  return resuming
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no meta-training run in {workdir!r} (looked for {path})")
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f)["config"])
+  except (ValueError, KeyError, TypeError) as error:
+    raise ValueError(f"{path!r} is not a meta-training config: {error}") from error
+
+
+def _serializable(state) -> dict:
+  """A `TrainState` as a plain dict with its key as raw data (what msgpack can hold)."""
+  return {**dict(state), "key": jax.random.key_data(state.key)}
+
+
+def save(workdir: str, seed: int, state) -> None:
+  """One seed's unbatched `TrainState`."""
+  payload = flax.serialization.to_bytes(_serializable(state))
+  _write_atomic(os.path.join(seed_dir(workdir, seed), CHECKPOINT), payload)
+
+
+def restore(workdir: str, seed: int, template):
+  """That seed's saved `TrainState` (shaped like `template`), or None if it has none."""
+  path = os.path.join(seed_dir(workdir, seed), CHECKPOINT)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path, "rb") as f:
+      restored = flax.serialization.from_bytes(_serializable(template), f.read())
+  except Exception as error:  # msgpack and shape errors alike: say which file
+    raise ValueError(f"cannot read the checkpoint {path!r} ({error}); remove it, or start "
+                     "afresh with --fresh") from error
+  restored["key"] = jax.random.wrap_key_data(restored["key"])
+  return type(template)(**restored)
+
+
+def append_metrics(workdir: str, seed: int, metrics: dict[str, Any]) -> None:
+  with open(os.path.join(seed_dir(workdir, seed), METRICS), "a") as f:
+    f.write(json.dumps(metrics) + "\n")
+
+
+def read_metrics(workdir: str, seed: int) -> list[dict[str, Any]]:
+  path = os.path.join(seed_dir(workdir, seed), METRICS)
+  if not os.path.isfile(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_metrics(workdir: str, seed: int, step: int) -> None:
+  """Drop the lines of updates after `step`: a resumed run replays and rewrites them."""
+  kept = [m for m in read_metrics(workdir, seed) if m["step"] <= step]
+  payload = "".join(json.dumps(m) + "\n" for m in kept)
+  _write_atomic(os.path.join(seed_dir(workdir, seed), METRICS), payload.encode())
+
+
+def trained_seeds(workdir: str) -> list[int]:
+  """The seeds of `workdir` that have a checkpoint."""
+  config = read_config(workdir)
+  seeds = [s for s in seeds_of(config)
+           if os.path.isfile(os.path.join(seed_dir(workdir, s), CHECKPOINT))]
+  if not seeds:
+    raise FileNotFoundError(f"{workdir!r} has no checkpoint yet")
+  return seeds

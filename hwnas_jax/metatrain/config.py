@@ -1,0 +1,109 @@
+"""What a meta-training config may say, checked before any work is done.
+
+The schema is `experiments/configs/default.py` (the entry point passes it in): a key it
+does not have is a typo, not a new setting. Values are checked here, so `--config.prior=foo`
+or `num_devices=0` end in one readable error rather than a run that trains something else.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+from typing import Mapping
+
+NAMES = ("controller", "paper_controller")
+PRIORS = ("mixture", "paper")
+# Keys a resumed run may change: how long it trains and how often it reports.
+RESUMABLE = ("num_updates", "eval_every", "checkpoint_every")
+
+
+def _flat(config, prefix: str = "") -> dict:
+  items = config.items() if hasattr(config, "items") else []
+  flat = {}
+  for key, value in items:
+    if hasattr(value, "items"):
+      flat.update(_flat(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def check_keys(config, schema) -> None:
+  """ValueError naming every key of `config` that `schema` lacks (with close matches)."""
+  known = _flat(schema)
+  unknown = [key for key in _flat(config) if key not in known]
+  if unknown:
+    hints = []
+    for key in unknown:
+      close = difflib.get_close_matches(key, known, n=1)
+      hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ValueError(f"unknown config key(s) {', '.join(hints)}; the schema "
+                     "(experiments/configs/default.py) has: " + ", ".join(sorted(known)))
+
+
+def _whole(config, key: str, minimum: int = 1) -> int:
+  value = config[key]
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value):
+    raise ValueError(f"config.{key} must be a whole number, got {value!r}")
+  if value < minimum:
+    raise ValueError(f"config.{key} must be >= {minimum}, got {value!r}")
+  return int(value)
+
+
+def _positive(config, key: str, allow_zero: bool = False) -> float:
+  value = config[key]
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value == value:
+    raise ValueError(f"config.{key} must be a number, got {value!r}")
+  if value < 0 or (value == 0 and not allow_zero):
+    raise ValueError(f"config.{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+  return float(value)
+
+
+def _choice(config, key: str, choices) -> str:
+  if config[key] not in choices:
+    raise ValueError(f"config.{key}={config[key]!r} is not one of {', '.join(choices)}")
+  return config[key]
+
+
+def validate(config, proxies: Mapping | None = None) -> None:
+  """ValueError, with the key and the allowed values, for anything a run cannot use."""
+  _choice(config, "name", NAMES)
+  _choice(config, "prior", PRIORS)
+  if proxies is not None:
+    _choice(config, "proxy", tuple(proxies))
+  for key in ("num_probes", "num_devices", "num_updates", "hidden_size", "num_epochs",
+              "num_minibatches", "eval_every", "eval_devices", "checkpoint_every",
+              "num_shards", "num_seeds"):
+    _whole(config, key)
+  _whole(config, "seed", minimum=0)
+  if config.name == "paper_controller" and config.num_probes < 2:
+    raise ValueError("the paper controller edits its first probe: config.num_probes >= 2")
+  for key in ("learning_rate", "clip_eps", "max_grad_norm"):
+    _positive(config, key)
+  for key in ("vf_coef", "ent_coef", "gamma", "gae_lambda"):
+    _positive(config, key, allow_zero=True)
+  for key in ("gamma", "gae_lambda"):
+    if config[key] > 1:
+      raise ValueError(f"config.{key} must be in [0, 1], got {config[key]!r}")
+  low, high = (float(q) for q in config.budget_percentiles)
+  if not 0 < low <= high <= 100:
+    raise ValueError(f"config.budget_percentiles must satisfy 0 < low <= high <= 100, got "
+                     f"{tuple(config.budget_percentiles)}")
+  steps = config.num_devices // config.num_shards * config.num_probes
+  if config.num_devices % config.num_shards or steps % config.num_minibatches:
+    raise ValueError(f"config.num_devices={config.num_devices} must split into "
+                     f"config.num_shards={config.num_shards} equal shards whose "
+                     f"{steps} probe-steps split into config.num_minibatches="
+                     f"{config.num_minibatches}")
+
+
+def differences(saved: Mapping, config) -> list[str]:
+  """Keys (outside RESUMABLE) whose value differs between a saved config and `config`."""
+  now, before = _flat(config), _flat(saved)
+  keys = sorted(set(now) | set(before))
+  return [f"{k}: {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}" for k in keys
+          if k not in RESUMABLE and _normal(before.get(k)) != _normal(now.get(k))]
+
+
+def _normal(value):
+  return list(value) if isinstance(value, (tuple, list)) else value

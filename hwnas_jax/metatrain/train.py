@@ -1,0 +1,336 @@
+"""Meta-training: the factory `make_train(config) -> Trainer` and the resumable loop around it.
+
+`Trainer.train(key, data)` is the whole run as one pure function, in purejaxrl's style
+(`jax.vmap` it over keys for seeds); `init`, `update` and `evaluate` are its pieces, which
+`train_and_evaluate` drives one update at a time to checkpoint, log and show progress.
+Everything the jitted functions read (proxies, the prior, the held-out episodes) is a
+`TrainData` argument, never a closed-over constant that XLA would fold at compile time.
+
+Only training-free proxies and synthetic devices enter here: the prior is fitted on the
+training devices of PROTOCOL.md and no test accuracy is read.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.benchmark import tables
+from hwnas_jax.devices import synthetic
+from hwnas_jax.metatrain import checkpoint
+from hwnas_jax.metatrain import config as config_lib
+from hwnas_jax.metatrain import controller as controller_lib
+from hwnas_jax.metatrain import env
+from hwnas_jax.metatrain import paper
+from hwnas_jax.metatrain import ppo
+from hwnas_jax.metatrain import sharding
+
+EVAL_SEED = 10_000  # held-out synthetic devices: a key stream training never draws from
+EMBEDDED_PRIOR = "assets/prior_shapes.json"
+
+
+@chex.dataclass(frozen=True)
+class TrainData:
+  """What meta-training reads besides the parameters; an argument of every jitted function."""
+  proxies_raw: jax.Array    # (datasets, 15625) the reward's proxy
+  proxies_std: jax.Array    # (datasets, 15625) the same in standard units (controller input)
+  prior: Any                # synthetic.Prior or synthetic.PaperPrior
+  eval_episodes: Any        # env.EpisodeParams: held-out synthetic episodes
+
+
+def sampler(config) -> Callable:
+  """`sample_devices(key, prior, num)` of the config's prior."""
+  return synthetic.sample_paper_devices if config.prior == "paper" else synthetic.sample_devices
+
+
+def make_data(config, proxies_raw: np.ndarray, prior) -> TrainData:
+  """`TrainData` from raw proxies (datasets, 15625) and a prior of the config's kind."""
+  proxies_raw = jnp.asarray(proxies_raw, jnp.float32)
+  proxies_std = jnp.asarray(np.stack([controller_lib.standardize(p)
+                                      for p in np.asarray(proxies_raw)]))
+  sample = jax.jit(env.sample_episodes, static_argnames=("num", "sample_devices"))
+  eval_episodes = sample(jax.random.key(EVAL_SEED), prior, num=int(config.eval_devices),
+                         proxies_raw=proxies_raw,
+                         budget_percentiles=tuple(config.budget_percentiles),
+                         sample_devices=sampler(config))
+  return TrainData(proxies_raw=proxies_raw, proxies_std=proxies_std, prior=prior,
+                   eval_episodes=eval_episodes)
+
+
+def training_data(config, data_dir: str | None = None,
+                  proxy_files: dict[str, str] | None = None) -> tuple[TrainData, str]:
+  """(`TrainData`, what it was made from).
+
+  With the bundle: the paper's proxy and a prior fitted on the 13 training devices.
+  Without it (no --data_dir, no $HWNAS_DATA_DIR): the parameter count as the proxy and
+  the prior embedded in the package (fitted on the same training devices).
+  """
+  if data_dir is None and not os.environ.get(tables.DATA_DIR_ENV):
+    if config.prior == "paper":
+      raise tables.BenchmarkDataError("the paper prior is fitted on the bundle's training "
+                                      f"devices: set ${tables.DATA_DIR_ENV} or --data_dir")
+    proxies = np.stack([tables.minmax(searchspace.flops_params_table(d)[1])
+                        for d in searchspace.DATASETS])
+    raw = importlib.resources.files("hwnas_jax").joinpath(EMBEDDED_PRIOR).read_text()
+    embedded = json.loads(raw)
+    prior = synthetic.prior_from_shapes(np.asarray(embedded["shapes"]))
+    return make_data(config, proxies, prior), (
+        f"NO BENCHMARK BUNDLE (set ${tables.DATA_DIR_ENV}): embedded defaults, the parameter "
+        f"count as accuracy proxy and the prior of hwnas_jax/{EMBEDDED_PRIOR} (fitted on "
+        f"{', '.join(embedded['devices'])})")
+  benchmark = tables.load_benchmark(data_dir, proxy_files=proxy_files)
+  training = synthetic.training_tables(benchmark)
+  proxies = np.stack([benchmark.proxy(d) for d in searchspace.DATASETS])
+  prior = (synthetic.fit_paper_prior(training) if config.prior == "paper"
+           else synthetic.fit_prior(training))
+  return make_data(config, proxies, prior), (
+      f"bundle {benchmark.source}: the paper proxy of {', '.join(searchspace.DATASETS)}; "
+      f"{config.prior} prior fitted on {len(training)} training devices ({', '.join(training)})")
+
+
+def embedded_prior_json(data_dir: str | None = None) -> str:
+  """The file behind EMBEDDED_PRIOR: each training device's fitted shape (no table)."""
+  training = synthetic.training_tables(tables.load_benchmark(data_dir))
+  shapes = [synthetic.device_shape(synthetic.fit_device(training[name])).tolist()
+            for name in sorted(training)]
+  return json.dumps({"devices": sorted(training), "shapes": shapes}, indent=1)
+
+
+# --- agents: the two controllers behind one interface -----------------------------------
+
+def make_model(config) -> nn.Module:
+  """The Flax module of `config.name`: ours or the paper-faithful one."""
+  if config.name == "paper_controller":
+    return paper.PaperPolicy()
+  return controller_lib.Controller(hidden_size=config.hidden_size)
+
+
+class Agent(NamedTuple):
+  """What meta-training needs of a controller, whichever kind it is."""
+  init: Callable     # key -> params
+  apply: Callable    # (params, obs, data) -> (logits, value)
+  rollout: Callable  # (params, episodes, key, data, greedy) -> (transitions, score, valid)
+
+
+def make_agent(config) -> Agent:
+  model, num_probes = make_model(config), int(config.num_probes)
+  if config.name == "paper_controller":
+    return Agent(
+        init=lambda key: model.init(key, jnp.zeros((paper.HISTORY, paper.NUM_ACTIONS + 1))),
+        apply=lambda params, obs, data: model.apply(params, obs),
+        rollout=lambda params, episodes, key, data, greedy=False: paper.batch_rollout(
+            model.apply, params, episodes, key, data.proxies_raw, num_probes, greedy))
+
+  def apply(params, obs, data):
+    return model.apply(params, obs, data.proxies_std[obs.dataset])
+
+  def rollout(params, episodes, key, data, greedy=False):
+    transitions = env.batch_rollout(lambda p, obs: apply(p, obs, data), params, episodes, key,
+                                    data.proxies_raw, num_probes, greedy)
+    return (transitions, *env.episode_score(transitions))
+
+  return Agent(
+      init=lambda key: model.init(key, env.empty_observation(num_probes),
+                                  jnp.zeros(searchspace.NUM_ARCHS)),
+      apply=apply, rollout=rollout)
+
+
+def random_score(data: TrainData, key, num_probes: int):
+  """Uniform over the unprobed candidates on the held-out episodes: the reference."""
+
+  def apply(params, obs: env.Observation):
+    del params
+    mask = jnp.arange(obs.probe_index.shape[0]) < obs.num_probed
+    probed = jnp.zeros(searchspace.NUM_ARCHS, bool).at[obs.probe_index].max(mask)
+    return jnp.where(probed, controller_lib.MASKED, 0.0), jnp.zeros(())
+
+  return env.episode_score(env.batch_rollout(apply, None, data.eval_episodes, key,
+                                             data.proxies_raw, num_probes))
+
+
+# --- the factory --------------------------------------------------------------------------
+
+class Trainer(NamedTuple):
+  """One controller's meta-training as pure functions (vmap them over seeds)."""
+  agent: Agent
+  init: Callable      # key -> ppo.TrainState
+  update: Callable    # (state, data) -> (state, metrics); one shard's when sharded
+  evaluate: Callable  # (params, data) -> (score, valid) per held-out episode, greedy
+  train: Callable     # (key, data) -> (state, metrics per update): the whole run
+
+
+def make_train(config, axis_name: str | None = None) -> Trainer:
+  """The trainer of `config`. With `axis_name` (the shards' axis), `update` plays this
+  shard's `num_devices / num_shards` episodes and averages over shards (see `sharding`)."""
+  agent, optimizer = make_agent(config), ppo.make_optimizer(config)
+  num_shards = int(config.num_shards) if axis_name else 1
+  episodes_per_update = int(config.num_devices) // num_shards
+  sample_devices = sampler(config)
+
+  def rollout_fn(params, key, data):
+    key_sample, key_roll = jax.random.split(key)
+    episodes = env.sample_episodes(key_sample, data.prior, episodes_per_update,
+                                   data.proxies_raw, tuple(config.budget_percentiles),
+                                   sample_devices)
+    transitions, score, valid = agent.rollout(params, episodes, key_roll, data)
+    return transitions, {"score": score.mean(), "feasible_rate": valid.mean()}
+
+  update = ppo.make_update(config, agent.apply, rollout_fn, optimizer, axis_name=axis_name)
+
+  def init(key) -> ppo.TrainState:
+    key_params, key_train = jax.random.split(key)
+    params = agent.init(key_params)
+    return ppo.TrainState(params=params, opt_state=optimizer.init(params),
+                          step=jnp.array(0, jnp.int32), key=key_train)
+
+  def evaluate(params, data):
+    return agent.rollout(params, data.eval_episodes, jax.random.key(EVAL_SEED), data,
+                         True)[1:]
+
+  def train(key, data):
+    return jax.lax.scan(lambda state, _: update(state, data), init(key), None,
+                        length=int(config.num_updates))
+
+  return Trainer(agent=agent, init=init, update=update, evaluate=evaluate, train=train)
+
+
+def make_update_fn(config, trainer: Trainer) -> Callable:
+  """The jitted update of a batch of seeds (leading axis), sharded if the config says so."""
+  batched = jax.vmap(trainer.update, in_axes=(0, None))
+  if int(config.num_shards) > 1:
+    return sharding.make_sharded_update(batched, config)
+  return jax.jit(batched)
+
+
+# --- the resumable loop ------------------------------------------------------------------------
+
+def _seed_states(config, trainer: Trainer, workdir: str, resuming: bool):
+  """Initial (or restored) states of every seed, stacked; the update they resume from."""
+  seeds = checkpoint.seeds_of(config)
+  keys = jnp.stack([jax.random.key(s) for s in seeds])
+  states = jax.jit(jax.vmap(trainer.init))(keys)
+  # Strong types from the start, so the update compiles once (init makes some weak).
+  states = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), states)
+  if not resuming:
+    return states, 0
+  restored = [checkpoint.restore(workdir, s, jax.tree.map(lambda x: x[i], states))
+              for i, s in enumerate(seeds)]
+  if all(r is None for r in restored):
+    return states, 0
+  steps = {int(r.step) if r is not None else 0 for r in restored}
+  if len(steps) > 1:
+    raise ValueError(f"the seeds of {workdir!r} stopped at different updates {sorted(steps)}; "
+                     "start afresh with --fresh")
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *restored), steps.pop()
+
+
+def train_and_evaluate(config, workdir: str, data_dir: str | None = None,
+                       log: Callable[[str], None] = print,
+                       proxy_files: dict[str, str] | None = None,
+                       fresh: bool = False) -> dict[str, Any]:
+  """Meta-train `config.num_seeds` controllers into `workdir`, resuming from its checkpoints.
+
+  Returns the last update's metrics averaged over seeds, with each seed's under "seeds".
+  `proxy_files` maps a dataset to a proxy table (e.g. from experiments.score_proxies).
+  """
+  config_lib.validate(config)
+  data, source = training_data(config, data_dir, proxy_files)
+  log(f"meta-training data: {source}")
+  resuming = checkpoint.open_run(workdir, config, source, fresh)
+  seeds = checkpoint.seeds_of(config)
+  if int(config.num_shards) > 1:
+    sharding.check_num_shards(config)
+  trainer = make_train(config, sharding.AXIS if int(config.num_shards) > 1 else None)
+  states, start = _seed_states(config, trainer, workdir, resuming)
+  for seed in seeds:
+    checkpoint.truncate_metrics(workdir, seed, start)
+  if start:
+    log(f"resuming from update {start} in {workdir}")
+  update = make_update_fn(config, trainer)
+  evaluate = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None)))
+  reference_score, reference_valid = jax.jit(random_score, static_argnums=2)(
+      data, jax.random.key(EVAL_SEED), int(config.num_probes))
+  reference = {"random_score": float(reference_score.mean()),
+               "random_feasible_rate": float(reference_valid.mean())}
+
+  per_seed: list[dict[str, Any]] = [{} for _ in seeds]
+  progress = tqdm(range(start, int(config.num_updates)), desc="meta-train", unit="update",
+                  initial=start, total=int(config.num_updates))
+  for step in progress:
+    begin = time.perf_counter()
+    states, metrics = update(states, data)
+    metrics = jax.device_get(metrics)
+    seconds = time.perf_counter() - begin
+    done = step + 1
+    evaluated = done % config.eval_every == 0 or done == config.num_updates
+    if evaluated:
+      score, valid = jax.device_get(evaluate(states.params, data))
+    for i, seed in enumerate(seeds):
+      row = {name: float(value[i]) for name, value in metrics.items()}
+      row.update(step=done, seconds=seconds,
+                 probe_steps=int(config.num_devices) * int(config.num_probes) * len(seeds))
+      if evaluated:
+        row.update(eval_score=float(score[i].mean()), eval_feasible_rate=float(valid[i].mean()),
+                   **reference)
+      checkpoint.append_metrics(workdir, seed, row)
+      per_seed[i] = row
+    progress.set_postfix(score=f"{np.mean(metrics['score']):.3f}",
+                         feas=f"{np.mean(metrics['feasible_rate']):.2f}")
+    if done % config.checkpoint_every == 0 or done == config.num_updates:
+      for i, seed in enumerate(seeds):
+        checkpoint.save(workdir, seed, jax.tree.map(lambda x: x[i], states))
+  for seed in seeds:
+    plot_training_curve(workdir, seed)
+  if not per_seed[0]:  # nothing left to train: report the saved last lines
+    per_seed = [checkpoint.read_metrics(workdir, s)[-1:] or [{}] for s in seeds]
+    per_seed = [rows[0] for rows in per_seed]
+  keys = set.intersection(*(set(row) for row in per_seed))
+  mean = {k: float(np.mean([row[k] for row in per_seed])) for k in sorted(keys)}
+  return {**mean, "seeds": per_seed}
+
+
+def plot_training_curve(workdir: str, seed: int) -> str | None:
+  """Held-out synthetic score of the greedy controller and of random search, per update."""
+  rows = [m for m in checkpoint.read_metrics(workdir, seed) if "eval_score" in m]
+  if not rows:
+    return None
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  steps = [m["step"] for m in rows]
+  ax.plot(steps, [m["eval_score"] for m in rows], marker="o", ms=3, label="controller (greedy)")
+  ax.plot(steps, [m["random_score"] for m in rows], ls="--", c="0.4", label="random search")
+  ax.set_xlabel("update")
+  ax.set_ylabel("answer proxy / best proxy within budget")
+  ax.set_title(f"held-out synthetic devices, seed {seed}")
+  ax.set_ylim(0, 1.02)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower right")
+  fig.tight_layout()
+  path = os.path.join(checkpoint.seed_dir(workdir, seed), checkpoint.CURVE)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def load_policies(workdir: str) -> tuple[Any, list[tuple[int, Any]]]:
+  """(config, [(seed, params), ...]) of a meta-training workdir, every trained seed."""
+  config = checkpoint.read_config(workdir)
+  trainer = make_train(config)
+  template = jax.jit(trainer.init)(jax.random.key(0))
+  policies = []
+  for seed in checkpoint.trained_seeds(workdir):
+    policies.append((seed, checkpoint.restore(workdir, seed, template).params))
+  return config, policies

@@ -1,0 +1,90 @@
+"""Deployment: a meta-trained controller as a search method on a real (or table) device.
+
+The controller spends its K probes through the handle's `measure` and nothing else. Each
+measurement enters its observation through the episode's own step (`env.observe`, or the
+paper controller's `paper.observe`), the very function the jitted rollout of meta-training
+uses, so what it sees deployed is what it saw in training.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.metatrain import controller as controller_lib
+from hwnas_jax.metatrain import env
+from hwnas_jax.metatrain import paper
+from hwnas_jax.metatrain import train
+from hwnas_jax.search import interface
+
+# Latencies beyond this many budgets (or inf: cannot run) enter the observation capped.
+MAX_LATENCY_REL = 1e6
+
+
+@functools.lru_cache(maxsize=8)
+def _standardized(proxy_bytes: bytes) -> jax.Array:
+  return jnp.asarray(controller_lib.standardize(np.frombuffer(proxy_bytes)))
+
+
+def controller_method(model: controller_lib.Controller, params) -> interface.Method:
+  """Greedy in-context search with a trained `Controller`."""
+  choose = jax.jit(lambda obs, proxy_std: jnp.argmax(model.apply(params, obs, proxy_std)[0]))
+  observe = jax.jit(env.observe)
+
+  def method(task: interface.Task, target: interface.ProbeHandle,
+             rng: np.random.Generator) -> int | None:
+    del rng  # greedy: the device's answers are the only source of variation
+    proxy_std = _standardized(np.asarray(task.proxy, np.float64).tobytes())
+    obs = env.empty_observation(task.num_probes)
+    probed = {}
+    for _ in range(task.num_probes):
+      index = int(choose(obs, proxy_std))
+      latency_ms = target.measure(index)
+      probed[index] = latency_ms
+      obs = observe(obs, index, min(latency_ms / task.budget_ms, MAX_LATENCY_REL))
+    return interface.best_valid(probed, task.proxy, task.budget_ms)
+
+  return method
+
+
+def paper_method(model: paper.PaperPolicy, params) -> interface.Method:
+  """Deployment as in the paper: K-1 greedy edits from a random start; answer = the last.
+
+  Like the authors' code it min-max normalises latency with the target's fastest and
+  slowest architecture; the harness hands it those two numbers (`task.latency_range_ms`,
+  because it asks for them with `reads_table_range`), which no other method gets.
+  """
+  logits_fn = jax.jit(lambda history: model.apply(params, history)[0])
+
+  def method(task: interface.Task, target: interface.ProbeHandle,
+             rng: np.random.Generator) -> int:
+    if task.latency_range_ms is None:
+      raise ValueError("paper_controller min-max normalises latency with the target's table, "
+                       f"and device {target.name!r} has none")
+    latency_range = task.latency_range_ms
+    index = int(rng.integers(searchspace.NUM_ARCHS))
+    ops = np.array(searchspace.arch_ops()[index])
+    history = paper.observe(jnp.zeros((paper.HISTORY, paper.NUM_ACTIONS + 1)), ops,
+                            paper.normalised_latency(target.measure(index), latency_range))
+    for _ in range(task.num_probes - 1):
+      action = int(jnp.argmax(logits_fn(history)))
+      ops[action // searchspace.NUM_OPS] = action % searchspace.NUM_OPS
+      index = searchspace.ops_to_index(ops)
+      history = paper.observe(history, ops,
+                              paper.normalised_latency(target.measure(index), latency_range))
+    return index
+
+  method.reads_table_range = True
+  return method
+
+
+def load_methods(workdir: str) -> tuple[str, list[interface.Method]]:
+  """(the controller's name, one method per trained seed) of a meta-training workdir."""
+  config, policies = train.load_policies(workdir)
+  model = train.make_model(config)
+  make = paper_method if config.name == "paper_controller" else controller_method
+  return config.name, [make(model, params) for _, params in policies]

@@ -1,0 +1,139 @@
+"""The method interface: what a search method is told, what it may touch, and the answer rule.
+
+A method is `method(task, target, rng) -> index | None`. It may look at the task's proxy of
+any architecture for free and spends latency probes through `target.measure`. `target` is
+a `ProbeHandle`: the target's name and `measure`, nothing else, so no method can reach the
+latency table behind it. The harness keeps the `ProbeBudget` that hands it out; the budget
+counts and records every probe, refuses the K+1-th, and decides validity from its record,
+never from what a method claims. `None` means "no architecture found" and scores 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Callable
+
+import numpy as np
+
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices.interface import Device, DeviceError
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What a method is told: the budget in ms (never its percentile), K, and the proxy.
+
+  `latency_range_ms`, the target table's fastest and slowest latency, is given only to a
+  method that declares `reads_table_range` (the paper-faithful controller, as the authors'
+  code read it); every other method gets None.
+  """
+  dataset: str
+  budget_ms: float
+  num_probes: int
+  proxy: np.ndarray  # (15625,) accuracy proxy, free of charge
+  latency_range_ms: tuple[float, float] | None = None
+
+
+class ProbeHandle:
+  """The target as a method sees it: its `name` and `measure(index) -> ms`, nothing more."""
+  __slots__ = ("name", "measure")
+
+  def __init__(self, name: str, measure: Callable[[int], float]):
+    object.__setattr__(self, "name", name)
+    object.__setattr__(self, "measure", measure)
+
+  def __setattr__(self, key, value):
+    raise AttributeError("a probe handle is read-only")
+
+  def __repr__(self) -> str:
+    return f"ProbeHandle({self.name!r})"
+
+
+Method = Callable[[Task, ProbeHandle, np.random.Generator], "int | None"]
+
+
+class ProbeLimitExceeded(RuntimeError):
+  """A method asked for more latency probes than its budget K."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+  index: int
+  latency_ms: float
+
+
+def checked_num_probes(num_probes) -> int:
+  """K as an int; ValueError unless a whole number >= 1 (with K = 2.5 nothing would stop)."""
+  if (isinstance(num_probes, bool) or not isinstance(num_probes, numbers.Real)
+      or not float(num_probes).is_integer() or num_probes < 1):
+    raise ValueError(f"num_probes must be a whole number >= 1, got {num_probes!r}")
+  return int(num_probes)
+
+
+def checked_latency(device_name: str, index: int, value) -> float:
+  """A device's answer as float ms: positive, or inf (cannot run); anything else is a
+  `DeviceError`, never a latency that could make an answer valid."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.ndarray)):
+    raise DeviceError(f"device {device_name!r} returned {value!r} for architecture {index}, "
+                      "not a latency in ms")
+  try:
+    latency_ms = float(value)
+  except (TypeError, ValueError):
+    raise DeviceError(f"device {device_name!r} returned {value!r} for architecture {index}, "
+                      "not a latency in ms") from None
+  if math.isnan(latency_ms) or latency_ms <= 0:
+    raise DeviceError(f"device {device_name!r} returned {latency_ms!r} ms for architecture "
+                      f"{index}: a latency is positive (inf: cannot run)")
+  return latency_ms
+
+
+class ProbeBudget:
+  """The harness's side of a target: at most `num_probes` measurements, each one recorded.
+
+  Methods get `handle`, never this object. A method that asks for probe K+1 gets
+  `ProbeLimitExceeded` and the budget remembers it (`exceeded`): catching the error does
+  not make the episode count.
+  """
+
+  def __init__(self, device: Device, num_probes: int):
+    self.num_probes = checked_num_probes(num_probes)
+    self.name = device.name
+    self.probes: list[Probe] = []
+    self.exceeded = False
+    measure = device.measure  # the device itself stays out of reach of the handle's holder
+    name = device.name
+
+    def budgeted_measure(index) -> float:
+      if len(self.probes) >= self.num_probes:
+        self.exceeded = True
+        raise ProbeLimitExceeded(
+            f"probe {len(self.probes) + 1} on {name!r} exceeds the budget of "
+            f"{self.num_probes} latency probes")
+      index = searchspace.check_index(index)
+      latency_ms = checked_latency(name, index, measure(index))
+      self.probes.append(Probe(index, latency_ms))
+      return latency_ms
+
+    self.handle = ProbeHandle(name, budgeted_measure)
+
+  @property
+  def remaining(self) -> int:
+    return self.num_probes - len(self.probes)
+
+  def is_valid(self, index: int | None, budget_ms: float) -> bool:
+    """The protocol's validity rule: the answer was measured, within the budget.
+
+    A measurement of inf (the device cannot run it) is never within budget, not even
+    an infinite one.
+    """
+    return index is not None and any(
+        p.index == index and np.isfinite(p.latency_ms) and p.latency_ms <= budget_ms
+        for p in self.probes)
+
+
+def best_valid(probed: dict[int, float], proxy: np.ndarray, budget_ms: float) -> int | None:
+  """The answer rule shared by every method: best proxy among the measured-feasible."""
+  valid = [i for i, latency_ms in probed.items() if latency_ms <= budget_ms]
+  return max(valid, key=lambda i: proxy[i]) if valid else None

@@ -1,0 +1,218 @@
+"""The evaluation protocol of PROTOCOL.md: tasks, episodes, scores and the results table.
+
+A cell is (method, device, dataset, budget); each of its E episodes gets its own seed,
+shared by every method so they face the same draws (the noisy device's too). A method sees
+the device only through the handle of a `ProbeBudget`; its answer scores the test accuracy
+if that record shows it measured within budget and its true latency is within budget,
+else 0. The references (oracle, proxy oracle) read the table, which no method may.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from hwnas_jax.benchmark import searchspace
+from hwnas_jax.benchmark.tables import Benchmark
+from hwnas_jax.devices.table import NoisyTableDevice, TableDevice
+from hwnas_jax.search import interface
+
+ROW_KEYS = ("method", "device", "dataset", "budget_percentile", "budget_ms", "probes",
+            "episodes", "mean_accuracy", "feasible_rate", "oracle_accuracy",
+            "proxy_oracle_accuracy", "mean_regret")
+SUMMARY_KEYS = ("mean_accuracy", "feasible_rate", "mean_regret")
+
+
+# --- references: they read the whole latency table, which no method may do ------------
+
+def oracle(latency_ms: np.ndarray, accuracy: np.ndarray, proxy: np.ndarray,
+           budget_ms: float) -> int:
+  """The most accurate architecture within budget (the physical limit)."""
+  del proxy
+  return _argmax_within(accuracy, latency_ms, budget_ms)
+
+
+def proxy_oracle(latency_ms: np.ndarray, accuracy: np.ndarray, proxy: np.ndarray,
+                 budget_ms: float) -> int:
+  """The best-proxy architecture within budget (the limit of ranking by this proxy)."""
+  del accuracy
+  return _argmax_within(proxy, latency_ms, budget_ms)
+
+
+def _argmax_within(score: np.ndarray, latency_ms: np.ndarray, budget_ms: float) -> int:
+  feasible = np.flatnonzero(latency_ms <= budget_ms)  # NaN (cannot run) is never feasible
+  if not feasible.size:
+    raise ValueError(f"no architecture has latency <= {budget_ms:.4g} ms "
+                     f"(fastest: {np.nanmin(latency_ms):.4g} ms)")
+  return int(feasible[np.argmax(score[feasible])])
+
+
+REFERENCES = {"oracle": oracle, "proxy_oracle": proxy_oracle}
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """A latency budget; `percentile` is None when it was given in ms."""
+  budget_ms: float
+  percentile: float | None = None
+
+
+def percentile_budget(latency_ms: np.ndarray, q: float) -> Budget:
+  """The q-th percentile (numpy's linear default) of the device's latencies."""
+  return Budget(float(np.nanpercentile(latency_ms, q)), float(q))
+
+
+def check_budget(device: str, latency_ms: np.ndarray, budget: Budget) -> None:
+  fastest = float(np.nanmin(latency_ms))
+  if budget.budget_ms < fastest:
+    raise ValueError(f"budget {budget.budget_ms:.4g} ms on {device!r} is below every "
+                     f"architecture (the fastest takes {fastest:.4g} ms)")
+
+
+def episode_rng(seed: int, device: str, dataset: str, budget: Budget, episode: int,
+                stream: str = "method") -> np.random.Generator:
+  """Independent of the method, so all methods face the same episode draws.
+
+  `stream` separates the method's own randomness ("method") from the noisy device's draws
+  ("noise"): whatever a method draws, the device's noise stream stays the same.
+  """
+  cell = [zlib.crc32(device.encode()), zlib.crc32(dataset.encode()),
+          zlib.crc32(repr(budget).encode())]
+  extra = [] if stream == "method" else [zlib.crc32(stream.encode())]
+  return np.random.default_rng([seed, *cell, episode, *extra])
+
+
+def run_episode(method: interface.Method, task: interface.Task, device: TableDevice,
+                accuracy: np.ndarray, rng: np.random.Generator) -> tuple[float, bool]:
+  """One episode: (score, valid). The probe limit is the harness's, not the method's.
+
+  Valid: the answer was measured within budget during the episode (the probe record) and
+  its true latency, the table's, is within budget too (a lucky draw on a noisy device does
+  not count). A method that went past K probes, even one that caught the error, is an error.
+  """
+  if getattr(method, "reads_table_range", False):
+    task = dataclasses.replace(task, latency_range_ms=(float(np.nanmin(device.latency_ms)),
+                                                       float(np.nanmax(device.latency_ms))))
+  budgeted = interface.ProbeBudget(device, task.num_probes)
+  answer = method(task, budgeted.handle, rng)
+  if budgeted.exceeded:
+    raise interface.ProbeLimitExceeded(
+        f"the method asked for more than {task.num_probes} probes on {device.name!r} "
+        "(and went on after being refused)")
+  if answer is not None:
+    answer = searchspace.check_index(answer)
+  valid = (budgeted.is_valid(answer, task.budget_ms)
+           and device.true_latency_ms(answer) <= task.budget_ms)
+  return (float(accuracy[answer]) if valid else 0.0), valid
+
+
+def evaluate_cell(method_name: str, methods: Sequence[interface.Method] | None,
+                  benchmark: Benchmark, device: str, dataset: str, budget: Budget,
+                  num_probes: int, num_episodes: int, seed: int, noise: float = 0.0) -> dict:
+  """One row of the results table.
+
+  `methods` holds one method per trained seed (one for a hand-written baseline); None
+  means a reference of REFERENCES. With several seeds the row's numbers are means over
+  seeds, and `seed_mean_accuracy` lists each seed's.
+  """
+  latency_ms = benchmark.latency(device)
+  accuracy, proxy = benchmark.accuracy(dataset), benchmark.proxy(dataset)
+  check_budget(device, latency_ms, budget)
+  oracle_accuracy = float(accuracy[oracle(latency_ms, accuracy, proxy, budget.budget_ms)])
+  proxy_oracle_accuracy = float(
+      accuracy[proxy_oracle(latency_ms, accuracy, proxy, budget.budget_ms)])
+  if methods is None:
+    reference = REFERENCES[method_name](latency_ms, accuracy, proxy, budget.budget_ms)
+    scores, valid = np.full((1, num_episodes), accuracy[reference]), np.ones((1, num_episodes))
+  else:
+    task = interface.Task(dataset, budget.budget_ms, num_probes, proxy)
+    results = []
+    for method in methods:
+      for e in range(num_episodes):
+        target = NoisyTableDevice(device, latency_ms, sigma=noise,
+                                  rng=episode_rng(seed, device, dataset, budget, e, "noise"))
+        results.append(run_episode(method, task, target, accuracy,
+                                   episode_rng(seed, device, dataset, budget, e)))
+    scores, valid = (np.array(x, np.float64).reshape(len(methods), num_episodes)
+                     for x in zip(*results))
+  seed_means = scores.mean(axis=1)
+  mean_accuracy = float(seed_means.mean())
+  return {
+      "method": method_name, "device": device, "dataset": dataset,
+      "budget_percentile": budget.percentile, "budget_ms": budget.budget_ms,
+      "probes": num_probes, "episodes": num_episodes, "noise": float(noise),
+      "seeds": len(seed_means),
+      "mean_accuracy": mean_accuracy, "std_accuracy": float(np.std(scores)),
+      "seed_mean_accuracy": seed_means.tolist(),
+      "feasible_rate": float(np.mean(valid)),
+      "seed_feasible_rate": valid.mean(axis=1).tolist(),
+      "oracle_accuracy": oracle_accuracy, "proxy_oracle_accuracy": proxy_oracle_accuracy,
+      "mean_regret": oracle_accuracy - mean_accuracy,
+  }
+
+
+def summarize(rows: Iterable[Mapping]) -> dict:
+  """Per method, the means of mean_accuracy, feasible_rate and mean_regret over its cells;
+  with several seeds also their standard deviation over seeds (`*_seed_std`)."""
+  by_method: dict[str, list[Mapping]] = {}
+  for row in rows:
+    by_method.setdefault(row["method"], []).append(row)
+  summary = {}
+  for name, cells in by_method.items():
+    entry = {key: float(np.mean([r[key] for r in cells])) for key in SUMMARY_KEYS}
+    seeds = cells[0]["seeds"]
+    entry.update(cells=len(cells), seeds=seeds)
+    if seeds > 1:
+      accuracy = np.mean([r["seed_mean_accuracy"] for r in cells], axis=0)  # per seed
+      feasible = np.mean([r["seed_feasible_rate"] for r in cells], axis=0)
+      oracle_mean = np.mean([r["oracle_accuracy"] for r in cells])
+      entry.update(mean_accuracy_seed_std=float(np.std(accuracy)),
+                   feasible_rate_seed_std=float(np.std(feasible)),
+                   mean_regret_seed_std=float(np.std(oracle_mean - accuracy)),
+                   seed_mean_accuracy=accuracy.tolist())
+    summary[name] = entry
+  return summary
+
+
+def _pm(value: float, std: float | None, spec: str) -> str:
+  return format(value, spec) + ("" if std is None else " +- " + format(std, spec))
+
+
+def format_table(rows: Sequence[Mapping], summary: Mapping) -> str:
+  """Rows grouped by device/dataset/budget, then the per-method summary (mean +- std over
+  seeds where a method has several)."""
+  header = (f"{'method':<17}{'device':<15}{'dataset':<16}{'q':>5}{'B (ms)':>9}"
+            f"{'acc':>8}{'feas':>6}{'oracle':>8}{'p-orac':>8}{'regret':>8}")
+  lines = [header, "-" * len(header)]
+  for r in rows:
+    q = "-" if r["budget_percentile"] is None else f"{r['budget_percentile']:g}"
+    lines.append(f"{r['method']:<17}{r['device']:<15}{r['dataset']:<16}{q:>5}"
+                 f"{r['budget_ms']:>9.3f}{r['mean_accuracy']:>8.2f}{r['feasible_rate']:>6.2f}"
+                 f"{r['oracle_accuracy']:>8.2f}{r['proxy_oracle_accuracy']:>8.2f}"
+                 f"{r['mean_regret']:>8.2f}")
+  lines += ["", f"{'method':<17}{'cells':>6}{'seeds':>6}{'mean acc':>17}{'feasible':>17}"
+            f"{'regret':>8}", "-" * 71]
+  for name, s in summary.items():
+    lines.append(f"{name:<17}{s['cells']:>6}{s['seeds']:>6}"
+                 f"{_pm(s['mean_accuracy'], s.get('mean_accuracy_seed_std'), '.2f'):>17}"
+                 f"{_pm(s['feasible_rate'], s.get('feasible_rate_seed_std'), '.3f'):>17}"
+                 f"{s['mean_regret']:>8.2f}")
+  return "\n".join(lines)
+
+
+def evaluate(benchmark: Benchmark, methods: Mapping[str, Sequence[interface.Method] | None],
+             devices: Sequence[str], datasets: Sequence[str],
+             budgets: Callable[[str], Sequence[Budget]], num_probes: int, num_episodes: int,
+             seed: int, progress: Callable[[Iterable], Iterable] = iter,
+             noise: float = 0.0) -> dict:
+  """Every cell of the grid; `budgets(device)` gives that device's budgets. `methods` maps
+  a name to its methods (one per seed; `registry.make_methods`) or None for a reference."""
+  cells = [(name, device, dataset, budget) for device in devices for dataset in datasets
+           for budget in budgets(device) for name in methods]
+  rows = [evaluate_cell(name, methods[name], benchmark, device, dataset, budget, num_probes,
+                        num_episodes, seed, noise)
+          for name, device, dataset, budget in progress(cells)]
+  return {"rows": rows, "summary": summarize(rows)}

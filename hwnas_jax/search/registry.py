@@ -1,0 +1,51 @@
+"""Every search method and reference by name: the top of the search layer.
+
+`make_methods(name, checkpoint)` gives a list with one method per trained seed for the
+meta-trained controllers, one method for a hand-written baseline, and None for a reference
+(which the harness scores from the table itself).
+"""
+
+from __future__ import annotations
+
+from hwnas_jax.search import baselines
+from hwnas_jax.search import deploy
+from hwnas_jax.search import interface
+from hwnas_jax.search import protocol
+
+CONTROLLERS = ("controller", "paper_controller")
+NAMES = (*baselines.BASELINES, *CONTROLLERS, *protocol.REFERENCES)
+
+
+def check_names(names) -> list[str]:
+  """The method names as a list; ValueError for an unknown one or one named twice."""
+  names = list(names)
+  unknown = [n for n in names if n not in NAMES]
+  if unknown:
+    raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; known: "
+                     f"{', '.join(NAMES)}")
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:
+    raise ValueError(f"method(s) named twice: {', '.join(twice)}")
+  return names
+
+
+def make_methods(name: str, checkpoint: str | None = None) -> list[interface.Method] | None:
+  """The method(s) called `name`; None for a reference of `protocol.REFERENCES`.
+
+  A controller comes from `checkpoint`: one meta_train --workdir, or several separated by
+  commas (the first that trained `name` is used), with one method per trained seed.
+  """
+  check_names([name])
+  if name in protocol.REFERENCES:
+    return None
+  if name in baselines.BASELINES:
+    return [baselines.BASELINES[name]]
+  if not checkpoint:
+    raise ValueError(f"method {name!r} needs --checkpoint (the --workdir of a meta_train run)")
+  found = []
+  for workdir in checkpoint.split(","):
+    trained, methods = deploy.load_methods(workdir)
+    if trained == name:
+      return methods
+    found.append(f"{workdir!r} holds a {trained!r} run")
+  raise ValueError(f"no {name!r} run in --checkpoint: {'; '.join(found)}")

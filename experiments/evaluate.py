@@ -29,6 +29,8 @@ _BUDGET_MS = flags.DEFINE_list("budget_ms", [], "Absolute budgets in ms (overrid
 _PROBES = flags.DEFINE_integer("probes", 10, "Latency probes K per episode.")
 _EPISODES = flags.DEFINE_integer("episodes", 25, "Episodes per cell.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the episodes.")
+_NOISE = flags.DEFINE_float("noise", 0.0, "Probe noise sigma: a probe is table x exp(sigma x N(0, 1)) "
+                            "(PROTOCOL.md, noisy devices); 0 = the exact table.")
 _METHODS = flags.DEFINE_list("methods", ["random", "rea", "lsq", "oracle", "proxy_oracle"],
                              "Methods and references to evaluate.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "meta_train --workdir(s), comma-separated (controller methods).")
@@ -69,7 +71,7 @@ def main(argv):
   results = protocol.evaluate(
       benchmark, methods, devices, _DATASETS.value,
       lambda device: budgets_of(benchmark.latency(device), device),
-      _PROBES.value, _EPISODES.value, _SEED.value,
+      _PROBES.value, _EPISODES.value, _SEED.value, noise=_NOISE.value,
       progress=lambda cells: tqdm(cells, desc="cells", unit="cell"))
   print(protocol.format_table(results["rows"], results["summary"]))
   if _OUTPUT.value:

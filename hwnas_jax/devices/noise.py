@@ -1,0 +1,124 @@
+"""What a handful of noisy probes say about a device's noise and an architecture's latency.
+
+A real device never returns the same latency twice: a probe is the true (median) latency
+times log-normal noise, `L * exp(sigma * eps)`, with sigma unknown to the searcher. Only
+repeated probes of one architecture separate noise from the differences between
+architectures, so the noise level is inferred from the within-architecture spread of the
+log-latencies (the pooled sum of squares `ss` with `df` degrees of freedom) on a grid of
+sigmas with a log-uniform prior. An exact repeat (sigma = 0, a table) sends the posterior
+to the smallest sigma quickly: each exact repeat multiplies the odds of sigma <= 1e-2
+against sigma >= 0.1 by ten. Without any repeat the posterior is the prior.
+
+The confidence that architecture a's true latency is within budget, given its n probes
+with mean log(latency / budget) m, is E_sigma[Phi(-m sqrt(n) / sigma)] (a flat prior on
+its true log-latency). The answer rule built on it (`answer_slot`): the best-proxy
+architecture among those measured within budget at least once whose confidence reaches
+`MIN_CONFIDENCE`; if none does, the most confident of those measured within budget.
+
+Everything is a pure jnp function of fixed-size probe arrays (K slots, the first
+`num_probed` used), so the jitted episodes of meta-training and the numpy search methods
+call the same code.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The sigmas the posterior lives on: from a dedicated device timed with care (0.1 %) to a
+# machine under heavy load (60 % per probe); log-uniform prior.
+SIGMA_GRID = np.geomspace(1e-3, 0.3, 28).astype(np.float32)
+# An answer counts as confirmed at this posterior probability of fitting the budget.
+MIN_CONFIDENCE = 0.97
+LOG_REL_CAP = 14.0  # log(1.2e6): a probe that could not run (inf) still counts as "far over"
+
+
+@chex.dataclass(frozen=True)
+class ProbeStats:
+  """Per probe slot (K,): what all probes of that slot's architecture say about it."""
+  count: jax.Array           # (K,) probes of the same architecture (0 for unused slots)
+  mean_log_rel: jax.Array    # (K,) their mean log(latency / budget)
+  any_within: jax.Array      # (K,) bool, one of them measured <= budget
+  confidence: jax.Array      # (K,) P(true latency <= budget | probes)
+  first: jax.Array           # (K,) bool, the first slot of its architecture (one per arch)
+  sigma_weights: jax.Array   # (G,) posterior over SIGMA_GRID
+  sigma_mean: jax.Array      # () posterior mean of sigma
+  df: jax.Array              # () degrees of freedom of the noise estimate (repeats)
+
+
+def log_rel(latency_ms, budget_ms):
+  """log(latency / budget), capped so that inf (cannot run) stays a finite 'far over'."""
+  ratio = jnp.asarray(latency_ms, jnp.float32) / jnp.asarray(budget_ms, jnp.float32)
+  return jnp.minimum(jnp.log(jnp.maximum(ratio, 1e-30)), LOG_REL_CAP)
+
+
+def sigma_posterior(ss, df):
+  """Weights over SIGMA_GRID given a pooled within-architecture sum of squares `ss`."""
+  sigma = jnp.asarray(SIGMA_GRID)
+  log_like = -df * jnp.log(sigma) - ss / (2.0 * sigma**2)
+  return jax.nn.softmax(log_like)
+
+
+def probe_stats(probe_index, log_rel_probes, num_probed) -> ProbeStats:
+  """Statistics of the first `num_probed` of K probe slots (index, log(latency / budget))."""
+  num_slots = probe_index.shape[0]
+  used = jnp.arange(num_slots) < num_probed
+  same = (probe_index[:, None] == probe_index[None, :]) & used[:, None] & used[None, :]
+  count = same.sum(1).astype(jnp.float32)
+  safe_count = jnp.maximum(count, 1.0)
+  y = jnp.where(used, log_rel_probes, 0.0)
+  mean = (same * y[None, :]).sum(1) / safe_count
+  any_within = (same & (y[None, :] <= 0.0)).any(1)
+  ss = jnp.sum(jnp.where(used, (y - mean)**2, 0.0))
+  df = jnp.sum(jnp.where(used, 1.0 - 1.0 / safe_count, 0.0))
+  weights = sigma_posterior(ss, df)
+  sigma = jnp.asarray(SIGMA_GRID)
+  z = -mean[:, None] * jnp.sqrt(safe_count)[:, None] / sigma[None, :]
+  confidence = jnp.where(used, jax.scipy.stats.norm.cdf(z) @ weights, 0.0)
+  earlier = jnp.tril(same, k=-1).any(1)
+  return ProbeStats(count=count, mean_log_rel=mean, any_within=any_within & used,
+                    confidence=confidence, first=used & ~earlier, sigma_weights=weights,
+                    sigma_mean=weights @ sigma, df=df)
+
+
+def answer_slot(stats: ProbeStats, slot_proxy, min_confidence=MIN_CONFIDENCE):
+  """(slot of the answer, whether there is one): the rule of the module docstring."""
+  candidate = stats.first & stats.any_within
+  confirmed = candidate & (stats.confidence >= min_confidence)
+  best_confirmed = jnp.argmax(jnp.where(confirmed, slot_proxy, -jnp.inf))
+  # Otherwise the most confident, ties to the better proxy.
+  fallback = jnp.argmax(jnp.where(candidate, stats.confidence + 1e-6 * jnp.tanh(slot_proxy),
+                                  -jnp.inf))
+  return jnp.where(confirmed.any(), best_confirmed, fallback), candidate.any()
+
+
+@jax.jit
+def _answer(probe_index, log_rel_probes, num_probed, slot_proxy, min_confidence):
+  stats = probe_stats(probe_index, log_rel_probes, num_probed)
+  slot, found = answer_slot(stats, slot_proxy, min_confidence)
+  return slot, found, stats
+
+
+def answer(indices, latencies_ms, budget_ms: float, proxy: np.ndarray,
+           min_confidence: float = MIN_CONFIDENCE):
+  """The rule on a list of probes (numpy in, index or None out), with its statistics.
+
+  Slots are padded to a power of two so that few shapes are ever compiled.
+  """
+  num = len(indices)
+  if num == 0:
+    return None, None
+  size = 1 << max(num - 1, 0).bit_length()
+  index = np.zeros(size, np.int32)
+  rel = np.zeros(size, np.float32)
+  index[:num] = indices
+  rel[:num] = np.asarray(log_rel(np.asarray(latencies_ms, np.float64), budget_ms))
+  slot_proxy = np.zeros(size, np.float32)
+  slot_proxy[:num] = np.asarray(proxy)[np.asarray(indices)]
+  slot, found, stats = _answer(index, rel, np.int32(num), slot_proxy,
+                               np.float32(min_confidence))
+  return (int(index[int(slot)]) if bool(found) else None), jax.tree.map(
+      lambda x: np.asarray(x)[:num] if np.ndim(x) == 1 and len(x) == size else np.asarray(x),
+      stats)

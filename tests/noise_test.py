@@ -1,0 +1,63 @@
+"""What noisy probes say: the noise posterior, the confidence and the answer rule."""
+
+import numpy as np
+import pytest
+
+from hwnas_jax.devices import noise
+
+
+def _stats(indices, latencies, budget=1.0, slots=8):
+  index = np.zeros(slots, np.int32)
+  rel = np.zeros(slots, np.float32)
+  index[:len(indices)] = indices
+  rel[:len(indices)] = np.asarray(noise.log_rel(np.asarray(latencies), budget))
+  return noise.probe_stats(index, rel, len(indices))
+
+
+def test_no_repeat_leaves_the_prior_and_exact_repeats_find_no_noise():
+  prior = _stats([1, 2, 3], [0.5, 0.9, 1.2])
+  assert float(prior.df) == 0
+  np.testing.assert_allclose(prior.sigma_weights, 1 / len(noise.SIGMA_GRID), rtol=1e-5)
+  exact = _stats([1, 1, 2, 2], [0.9, 0.9, 0.7, 0.7])
+  assert float(exact.df) == 2 and float(exact.sigma_mean) < 0.01
+  # One exact repeat already makes a probe at 0.97 x budget confident.
+  assert float(_stats([1, 1], [0.97, 0.97]).confidence[0]) > 0.97
+  assert float(_stats([1], [0.97]).confidence[0]) < 0.9  # a single probe: noise unknown
+
+
+def test_spread_of_repeats_estimates_sigma():
+  rng = np.random.default_rng(0)
+  sigma = 0.1
+  archs = np.repeat(np.arange(6), 5)
+  truth = rng.uniform(0.5, 2.0, 6)[archs]
+  stats = _stats(archs, truth * np.exp(sigma * rng.standard_normal(archs.size)), slots=32)
+  assert float(stats.df) == pytest.approx(24)
+  assert 0.07 < float(stats.sigma_mean) < 0.14
+
+
+def test_confidence_grows_with_distance_and_repeats():
+  far, near, over = _stats([1, 1, 2, 2, 3, 3], [0.5, 0.55, 0.97, 1.0, 1.3, 1.25]).confidence[np.array([0, 2, 4])]
+  assert far > 0.999 and 0.3 < near < 0.9 and over < 0.01
+
+
+def test_answer_prefers_a_confirmed_architecture():
+  proxy = np.zeros(100)
+  proxy[[10, 20, 30]] = [1.0, 2.0, 3.0]
+  # 30 (best proxy) measured once just under budget with noisy repeats elsewhere: not
+  # confirmed; 20 measured twice well under: confirmed; 10 also confirmed but worse.
+  indices = [10, 10, 20, 20, 30]
+  latencies = [0.5, 0.56, 0.6, 0.66, 0.99]
+  answer, stats = noise.answer(indices, latencies, 1.0, proxy)
+  assert answer == 20
+  assert stats.confidence[4] < noise.MIN_CONFIDENCE <= stats.confidence[2]
+  # Nothing confirmed: the most confident of those measured within budget.
+  answer, _ = noise.answer([30, 20], [0.99, 0.9], 1.0, proxy)
+  assert answer == 20
+  # Nothing within budget: no answer.
+  assert noise.answer([30, 20], [1.1, float("inf")], 1.0, proxy)[0] is None
+
+
+def test_inf_is_far_over_and_never_an_answer():
+  stats = _stats([4, 4], [float("inf"), float("inf")])
+  assert float(stats.confidence[0]) == pytest.approx(0.0, abs=1e-6)
+  assert not bool(stats.any_within[0])

@@ -1,6 +1,6 @@
 r"""The machine itself as the target device: search it with K probes, against a measured sample.
 
-  python -m experiments.host_study --methods=controller,lsq,random --seeds=5 --probes=10
+  python -m experiments.host_study --methods=controller,lsq,random --seeds=20 --probes=10
 
 1. Measures `--num_archs` random architectures (seed `--sample_seed`) on this machine
    (`hwnas_jax.host.HostDevice`) as a ground-truth sample; saved to an .npz in `--out_dir`
@@ -40,7 +40,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_archs", 200, "Architectures in the ground-truth sample.")
   flags.DEFINE_integer("sample_seed", 0, "Seed of the sampled architectures.")
   flags.DEFINE_list("methods", ["controller", "lsq", "random"], "Search methods.")
-  flags.DEFINE_integer("seeds", 5, "Runs per method, seeds 0..seeds-1.")
+  flags.DEFINE_integer("seeds", 20, "Runs per method, seeds 0..seeds-1.")
   flags.DEFINE_integer("probes", 10, "Latency probes K per run.")
   flags.DEFINE_string("checkpoint", None, "Trained controller (controller methods).")
   flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
@@ -169,6 +169,7 @@ def main(argv):
   settings = {"dataset": dataset, "batch_size": FLAGS.batch_size, "image_size": FLAGS.image_size,
               "channels": FLAGS.channels, "num_cells": FLAGS.num_cells,
               "repeats": FLAGS.repeats, "warmup": FLAGS.warmup}
+  load_start = list(os.getloadavg())
   sampler = host.HostDevice(**settings)
   print("host:", json.dumps(sampler.settings()))
   indices = sample_indices(FLAGS.num_archs, FLAGS.sample_seed)
@@ -202,6 +203,11 @@ def main(argv):
                              background_label=f"{len(indices)} sampled architectures (host)")
   summary = summarize(rows)
   print(format_table(rows, summary))
+  for name, s in summary.items():
+    held = round(s["check_feasible_rate"] * s["runs"])
+    print(f"{name}: {held} of {s['runs']} answers hold on re-measurement")
+  load = {"load_average_start": load_start, "load_average_end": list(os.getloadavg())}
+  print(f"load average (1/5/15 min) at start {load_start}, at end {load['load_average_end']}")
   print(f"within the budget, sample oracle {references['sample_oracle_accuracy']:.2f} %, "
         f"sample proxy oracle {references['sample_proxy_oracle_accuracy']:.2f} % "
         f"({references['within_budget']} sampled architectures within budget)")
@@ -210,7 +216,7 @@ def main(argv):
             "sample_total_s": float(sample["total_s"]), "sample_reused": sample["reused"],
             "sample_median_iqr_ms": float(np.median(sample["iqr_ms"])),
             "sample_mean_s_per_arch": float(np.mean(sample["wall_s"])),
-            "budget_ms": budget_ms, "probes": FLAGS.probes, "seeds": list(range(FLAGS.seeds)),
+            **load, "budget_ms": budget_ms, "probes": FLAGS.probes, "seeds": list(range(FLAGS.seeds)),
             "percentile_note": "check_percentile = share (%) of the sample at or below the "
                                "re-measured latency of the answer",
             **references, "rows": rows, "summary": summary, "runs": records}

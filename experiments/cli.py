@@ -52,3 +52,23 @@ def proxy_files(items) -> dict[str, str]:
       raise FileNotFoundError(f"--proxy_files: {path!r} does not exist")
     files[dataset] = path
   return files
+
+
+def checked_output(path: str | None, overwrite_note: bool = True) -> str | None:
+  """An output file path checked before any work: not a folder, its folder creatable, and a
+  note when an existing file will be replaced (results are never overwritten silently)."""
+  if not path:
+    return path
+  if os.path.isdir(path):
+    raise ValueError(f"--output {path!r} is a folder; give a file path such as "
+                     f"{os.path.join(path, 'results.json')!r}")
+  folder = os.path.dirname(os.path.abspath(path))
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as error:
+    raise ValueError(f"--output {path!r}: cannot create its folder ({error})") from None
+  if not os.access(folder, os.W_OK):
+    raise ValueError(f"--output {path!r}: its folder is not writable")
+  if os.path.exists(path) and overwrite_note:
+    print(f"note: {path} exists and will be replaced when this run finishes")
+  return path

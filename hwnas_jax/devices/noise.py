@@ -10,8 +10,9 @@ to the smallest sigma quickly: each exact repeat multiplies the odds of sigma <=
 against sigma >= 0.1 by ten. Without any repeat the posterior is the prior.
 
 The confidence that architecture a's true latency is within budget, given its n probes
-with mean log(latency / budget) m, is E_sigma[Phi(-m sqrt(n) / sigma)] (a flat prior on
-its true log-latency). The answer rule built on it (`answer_slot`): the best-proxy
+with mean log(latency / budget) m, is Phi(-m sqrt(n) / sigma_upper) (a flat prior on its
+true log-latency), with sigma_upper a high quantile of the noise posterior: until repeats
+show the noise to be small, it is assumed large. The answer rule built on it (`answer_slot`): the best-proxy
 architecture among those measured within budget at least once whose confidence reaches
 `MIN_CONFIDENCE`; if none does, the most confident of those measured within budget.
 
@@ -30,8 +31,12 @@ import numpy as np
 # The sigmas the posterior lives on: from a dedicated device timed with care (0.1 %) to a
 # machine under heavy load (60 % per probe); log-uniform prior.
 SIGMA_GRID = np.geomspace(1e-3, 0.3, 28).astype(np.float32)
-# An answer counts as confirmed at this posterior probability of fitting the budget.
+# An answer counts as confirmed at this probability of fitting the budget.
 MIN_CONFIDENCE = 0.97
+# Confidences assume this quantile of the noise posterior, not an average over it: with one
+# or two repeats the posterior is mostly the prior, and averaging over a prior that allows
+# no noise makes a single lucky probe look certain on a device that is very noisy.
+SIGMA_QUANTILE = 0.9
 LOG_REL_CAP = 14.0  # log(1.2e6): a probe that could not run (inf) still counts as "far over"
 
 
@@ -45,6 +50,7 @@ class ProbeStats:
   first: jax.Array           # (K,) bool, the first slot of its architecture (one per arch)
   sigma_weights: jax.Array   # (G,) posterior over SIGMA_GRID
   sigma_mean: jax.Array      # () posterior mean of sigma
+  sigma_upper: jax.Array     # () its SIGMA_QUANTILE quantile: the sigma confidences assume
   df: jax.Array              # () degrees of freedom of the noise estimate (repeats)
 
 
@@ -75,12 +81,13 @@ def probe_stats(probe_index, log_rel_probes, num_probed) -> ProbeStats:
   df = jnp.sum(jnp.where(used, 1.0 - 1.0 / safe_count, 0.0))
   weights = sigma_posterior(ss, df)
   sigma = jnp.asarray(SIGMA_GRID)
-  z = -mean[:, None] * jnp.sqrt(safe_count)[:, None] / sigma[None, :]
-  confidence = jnp.where(used, jax.scipy.stats.norm.cdf(z) @ weights, 0.0)
+  upper = sigma[jnp.argmax(jnp.cumsum(weights) >= SIGMA_QUANTILE)]
+  confidence = jnp.where(used, jax.scipy.stats.norm.cdf(-mean * jnp.sqrt(safe_count) / upper),
+                         0.0)
   earlier = jnp.tril(same, k=-1).any(1)
   return ProbeStats(count=count, mean_log_rel=mean, any_within=any_within & used,
                     confidence=confidence, first=used & ~earlier, sigma_weights=weights,
-                    sigma_mean=weights @ sigma, df=df)
+                    sigma_mean=weights @ sigma, sigma_upper=upper, df=df)
 
 
 def answer_slot(stats: ProbeStats, slot_proxy, min_confidence=MIN_CONFIDENCE):

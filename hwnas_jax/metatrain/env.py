@@ -6,8 +6,11 @@ runs thousands of variants at once. `observe` is the one step of the episode: it
 measured latency to the observation. The jitted rollout calls it after measuring a
 synthetic device, and deployment calls the same function after measuring a real one.
 
-The reward telescopes to the protocol's objective: the proxy of the answer (the best-proxy
-probe within budget; 0 if none) divided by the best proxy within budget.
+The reward telescopes to the protocol's objective with the proxy in place of test accuracy:
+after every probe, the score of the answer the episode would give if it stopped there
+(`noise.answer_slot`: the best confirmed architecture measured within budget), its proxy
+over the best proxy within budget if its true (noise-free) latency is within budget, else
+0; the reward is the change of that score.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from hwnas_jax.devices import noise
 from hwnas_jax.devices import synthetic
 
 
@@ -57,7 +61,7 @@ class EpisodeParams:
 @chex.dataclass(frozen=True)
 class EnvState:
   obs: Observation
-  best_proxy: jax.Array  # () best raw proxy among valid probes (0: none yet)
+  score: jax.Array  # () the score of the answer if the episode stopped now
 
 
 @chex.dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Transition:
   value: jax.Array
   reward: jax.Array
   latency_rel: jax.Array
+  valid: jax.Array  # () the answer after this step is within budget, truly
 
 
 def quantile_by_bisection(values, fraction, iterations: int = 30):
@@ -105,18 +110,31 @@ def sample_episodes(key, prior, num: int, proxies_raw: jax.Array,
 
 def reset(params: EpisodeParams, num_probes: int) -> EnvState:
   return EnvState(obs=empty_observation(num_probes, params.dataset),
-                  best_proxy=jnp.array(0.0, jnp.float32))
+                  score=jnp.array(0.0, jnp.float32))
+
+
+def probe_stats(obs: Observation) -> noise.ProbeStats:
+  """What the observation's probes say (noise, confidences), for the answer and controllers."""
+  return noise.probe_stats(obs.probe_index, noise.log_rel(obs.latency_rel, 1.0), obs.num_probed)
+
+
+def answer(obs: Observation, proxy) -> tuple[jax.Array, jax.Array]:
+  """(architecture index, whether there is one) the episode answers now (`noise.answer_slot`)."""
+  slot, found = noise.answer_slot(probe_stats(obs), proxy[obs.probe_index])
+  return obs.probe_index[slot], found
 
 
 def step(key, params: EpisodeParams, state: EnvState, action, proxies_raw):
-  """Measure `action` on the synthetic device: (next state, reward, latency / budget)."""
+  """Measure architecture `action` on the synthetic device (probe noise included):
+  (next state, reward, latency / budget, whether the answer is now truly within budget)."""
   latency_ms = synthetic.measure(params.device, action, key)
   latency_rel = (latency_ms / params.budget_ms).astype(jnp.float32)
-  proxy = proxies_raw[params.dataset, action]
-  best = jnp.where(latency_rel <= 1.0, jnp.maximum(state.best_proxy, proxy), state.best_proxy)
-  reward = (best - state.best_proxy) / params.oracle_proxy
-  return (EnvState(obs=observe(state.obs, action, latency_rel), best_proxy=best), reward,
-          latency_rel)
+  obs = observe(state.obs, action, latency_rel)
+  proxy = proxies_raw[params.dataset]
+  index, found = answer(obs, proxy)
+  valid = found & (synthetic.latency(params.device, index) <= params.budget_ms)
+  score = jnp.where(valid, proxy[index] / params.oracle_proxy, 0.0)
+  return EnvState(obs=obs, score=score), score - state.score, latency_rel, valid
 
 
 def sample_categorical(key, log_probs):
@@ -135,9 +153,11 @@ def rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw, nu
     logits, value = apply_fn(policy_params, state.obs)
     log_probs = jax.nn.log_softmax(logits)
     action = jnp.argmax(logits) if greedy else sample_categorical(key_act, log_probs)
-    next_state, reward, latency_rel = step(key_measure, params, state, action, proxies_raw)
+    next_state, reward, latency_rel, valid = step(key_measure, params, state, action,
+                                                  proxies_raw)
     return next_state, Transition(obs=state.obs, action=action, log_prob=log_probs[action],
-                                  value=value, reward=reward, latency_rel=latency_rel)
+                                  value=value, reward=reward, latency_rel=latency_rel,
+                                  valid=valid)
 
   _, transitions = jax.lax.scan(one_step, reset(params, num_probes),
                                 jax.random.split(key, num_probes))
@@ -153,5 +173,5 @@ def batch_rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_r
 
 
 def episode_score(transitions: Transition) -> tuple[jax.Array, jax.Array]:
-  """(answer proxy / best feasible proxy, any valid answer) per episode."""
-  return transitions.reward.sum(-1), (transitions.latency_rel <= 1.0).any(-1)
+  """(answer proxy / best feasible proxy, 0 if invalid; whether the answer is valid)."""
+  return transitions.reward.sum(-1), transitions.valid[..., -1]

@@ -127,7 +127,7 @@ def least_squares(task: interface.Task, device: interface.ProbeHandle, rng: np.r
         [v for i, v in zip(indices, latencies) if i == j], 1e30))) for j in probed])
     weights, misfit = _fit_latency(features, probed, log_ms, misfit_floor, misfit_prior)
     predicted_ms = np.maximum(features @ weights, 1e-9)
-    sigma = float(stats.sigma_mean)
+    sigma = float(stats.sigma_upper)
     limit = np.log(task.budget_ms) - z_confirm * sigma / np.sqrt(2.0)
     p_confirm = scipy.stats.norm.cdf((limit - np.log(predicted_ms))
                                      / np.sqrt(misfit**2 + sigma**2 / 2.0))

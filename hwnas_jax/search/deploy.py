@@ -3,7 +3,8 @@
 The controller spends its K probes through the handle's `measure` and nothing else. Each
 measurement enters its observation through the episode's own step (`env.observe`, or the
 paper controller's `paper.observe`), the very function the jitted rollout of meta-training
-uses, so what it sees deployed is what it saw in training.
+uses, so what it sees deployed is what it saw in training; its answer follows the rule its
+reward was computed with (`noise.answer`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices import noise
 from hwnas_jax.metatrain import controller as controller_lib
 from hwnas_jax.metatrain import env
 from hwnas_jax.metatrain import paper
@@ -40,13 +42,13 @@ def controller_method(model: controller_lib.Controller, params) -> interface.Met
     del rng  # greedy: the device's answers are the only source of variation
     proxy_std = _standardized(np.asarray(task.proxy, np.float64).tobytes())
     obs = env.empty_observation(task.num_probes)
-    probed = {}
+    indices, latencies = [], []
     for _ in range(task.num_probes):
       index = int(choose(obs, proxy_std))
-      latency_ms = target.measure(index)
-      probed[index] = latency_ms
-      obs = observe(obs, index, min(latency_ms / task.budget_ms, MAX_LATENCY_REL))
-    return interface.best_valid(probed, task.proxy, task.budget_ms)
+      latencies.append(target.measure(index))
+      indices.append(index)
+      obs = observe(obs, index, min(latencies[-1] / task.budget_ms, MAX_LATENCY_REL))
+    return noise.answer(indices, latencies, task.budget_ms, task.proxy)[0]
 
   return method
 
@@ -82,9 +84,16 @@ def paper_method(model: paper.PaperPolicy, params) -> interface.Method:
   return method
 
 
-def load_methods(workdir: str) -> tuple[str, list[interface.Method]]:
-  """(the controller's name, one method per trained seed) of a meta-training workdir."""
+def load_methods(workdir: str, untrained: bool = False) -> tuple[str, list[interface.Method]]:
+  """(the controller's name, one method per trained seed) of a meta-training workdir.
+
+  `untrained`: the same controllers with the parameters they started from, to show what
+  meta-training adds.
+  """
   config, policies = train.load_policies(workdir)
+  if untrained:
+    init = jax.jit(train.make_train(config).init)
+    policies = [(seed, init(jax.random.key(seed)).params) for seed, _ in policies]
   model = train.make_model(config)
   make = paper_method if config.name == "paper_controller" else controller_method
   return config.name, [make(model, params) for _, params in policies]

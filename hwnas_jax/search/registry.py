@@ -13,7 +13,9 @@ from hwnas_jax.search import interface
 from hwnas_jax.search import protocol
 
 CONTROLLERS = ("controller", "paper_controller")
-NAMES = (*baselines.BASELINES, *CONTROLLERS, *protocol.REFERENCES)
+UNTRAINED = "untrained_"  # `untrained_controller`: a workdir's controller at its initial weights
+NAMES = (*baselines.BASELINES, *CONTROLLERS, *(UNTRAINED + c for c in CONTROLLERS),
+         *protocol.REFERENCES)
 
 
 def check_names(names) -> list[str]:
@@ -42,10 +44,11 @@ def make_methods(name: str, checkpoint: str | None = None) -> list[interface.Met
     return [baselines.BASELINES[name]]
   if not checkpoint:
     raise ValueError(f"method {name!r} needs --checkpoint (the --workdir of a meta_train run)")
+  untrained = name.startswith(UNTRAINED)
   found = []
   for workdir in checkpoint.split(","):
-    trained, methods = deploy.load_methods(workdir)
-    if trained == name:
+    trained, methods = deploy.load_methods(workdir, untrained)
+    if trained == name.removeprefix(UNTRAINED):
       return methods
     found.append(f"{workdir!r} holds a {trained!r} run")
   raise ValueError(f"no {name!r} run in --checkpoint: {'; '.join(found)}")

@@ -79,18 +79,23 @@ def structural_terms(dataset: str) -> dict[str, np.ndarray]:
   return dict(flops=flops, params=params, live_flops=live_flops, live_params=live_params)
 
 
-def parse(name: str, terms: Iterable[str] = FRESH_TERMS) -> tuple[str, tuple[str, ...]]:
-  """(how, terms) of a proxy name; ValueError naming the known hows and `terms` if bad."""
-  known = tuple(dict.fromkeys([*terms, *STRUCTURAL_TERMS]))
+def parse(name: str, terms: Iterable[str] | None = FRESH_TERMS) -> tuple[str, tuple[str, ...]]:
+  """(how, terms) of a proxy name; ValueError naming the known hows and terms if bad.
+
+  `terms`: the terms a name may use (besides the structural ones); None checks the
+  grammar only (a name that may use a lab's terms).
+  """
+  known = None if terms is None else tuple(dict.fromkeys([*terms, *STRUCTURAL_TERMS]))
   grammar = (f"expected {' or '.join(ALIASES)} or '<how>:<term>+<term>...' with how in "
-             f"{{{', '.join(HOWS)}}} and terms among {{{', '.join(known)}}}")
+             f"{{{', '.join(HOWS)}}}" + ("" if known is None else
+                                        f" and terms among {{{', '.join(known)}}}"))
   if not isinstance(name, str):
     raise ValueError(f"proxy name must be a string, got {name!r}; {grammar}")
   how, sep, rest = ALIASES.get(name, name).partition(":")
   parts = tuple(rest.split("+")) if rest else ()
   if not sep or how not in HOWS or not parts:
     raise ValueError(f"bad proxy name {name!r}: {grammar}")
-  unknown = [t for t in parts if t not in known]
+  unknown = [t for t in parts if not t or known is not None and t not in known]
   if unknown:
     raise ValueError(f"bad proxy name {name!r}: unknown terms {unknown}; {grammar}")
   if len(set(parts)) < len(parts):

@@ -44,13 +44,19 @@ from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import protocol
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Benchmark bundle folder (default: $HWNAS_DATA_DIR).")
-_PROXY_DIRS = flags.DEFINE_list("proxy_dirs", [], "Folders of a proxy lab's proxies_<dataset>.npz.")
-_BUDGETS = flags.DEFINE_list("budgets", ["10", "25", "50"], "Budget percentiles q.")
-_MAX_LAB_TERMS = flags.DEFINE_integer("max_lab_terms", 4, "Largest subset holding a lab term.")
-_TOP = flags.DEFINE_integer("top", 15, "Candidates shown in the table, best first.")
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write the study as JSON.")
-_PLOT = flags.DEFINE_string("plot", None, "Where to draw training vs validation accuracy (.png).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Flags of the command; defined only when run as a program, so the module imports cleanly."""
+  flags.DEFINE_string("data_dir", None, "Benchmark bundle folder (default: $HWNAS_DATA_DIR).")
+  flags.DEFINE_list("proxy_dirs", [], "Folders of a proxy lab's proxies_<dataset>.npz.")
+  flags.DEFINE_list("budgets", ["10", "25", "50"], "Budget percentiles q.")
+  flags.DEFINE_integer("max_lab_terms", 4, "Largest subset holding a lab term.")
+  flags.DEFINE_integer("top", 15, "Candidates shown in the table, best first.")
+  flags.DEFINE_string("output", None, "Where to write the study as JSON.")
+  flags.DEFINE_string("plot", None, "Where to draw training vs validation accuracy (.png).")
+
 
 FAMILIES = ("gpu_b1", "gpu_b32", "gpu_b256", "cpu")
 RULE = (
@@ -284,24 +290,25 @@ def plot(result: Mapping, path: str) -> None:
 
 def main(argv):
   del argv
-  benchmark = tables.load_benchmark(_DATA_DIR.value, proxy_dirs=_PROXY_DIRS.value)
+  benchmark = tables.load_benchmark(FLAGS.data_dir, proxy_dirs=FLAGS.proxy_dirs)
   lab = lab_terms(benchmark)
-  names = candidates(lab, _MAX_LAB_TERMS.value)
+  names = candidates(lab, FLAGS.max_lab_terms)
   print(f"benchmark: {benchmark.source}; {len(names)} candidates"
         + (f"; lab terms: {', '.join(lab)}" if lab else ""))
-  result = study(benchmark, names, [float(q) for q in _BUDGETS.value])
-  print(format_report(result, _TOP.value))
-  for path in (_OUTPUT.value, _PLOT.value):
+  result = study(benchmark, names, [float(q) for q in FLAGS.budgets])
+  print(format_report(result, FLAGS.top))
+  for path in (FLAGS.output, FLAGS.plot):
     if path:
       os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w") as f:
+  if FLAGS.output:
+    with open(FLAGS.output, "w") as f:
       json.dump(result, f, indent=1)
-    print(f"wrote {_OUTPUT.value}")
-  if _PLOT.value:
-    plot(result, _PLOT.value)
-    print(f"wrote {_PLOT.value}")
+    print(f"wrote {FLAGS.output}")
+  if FLAGS.plot:
+    plot(result, FLAGS.plot)
+    print(f"wrote {FLAGS.plot}")
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -136,9 +136,16 @@ def test_paper_is_the_old_combination(bundle, dataset):
 
 
 def test_every_candidate_on_the_bundle(bundle):
+  terms_of = aggregate.term_tables(bundle.proxies["cifar100"], "cifar100")
   for name in aggregate.CANDIDATES:
     values = bundle.proxy("cifar100", name)
     assert values.shape == (N,) and values.dtype == np.float64 and np.all(np.isfinite(values))
+    assert values.min() >= 0.0 and values.max() <= 1.0  # as the paper's, 0 at the worst
+    if name != "paper":
+      assert values.min() == 0.0 and values.max() == 1.0
+      how, terms = aggregate.parse(name)  # the same order as the raw sum
+      raw = aggregate.combine(how, [terms_of[t] for t in terms])
+      np.testing.assert_allclose(values, aggregate.minmax(raw))
   # A single term's rank orders the space as the term does.
   live = aggregate.structural_terms("cifar100")["live_params"]
   ranked = bundle.proxy("cifar100", "rank:live_params")

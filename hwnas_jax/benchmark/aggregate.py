@@ -13,7 +13,10 @@ A name is `paper` or `<how>:<term>+<term>...`, for example `rank:naswot+logsynfl
 A term is a key of the dataset's proxy tables (the bundle's naswot, logsynflow and skip,
 and whatever a lab file adds) or a structural term computed from the architecture
 string (`STRUCTURAL_TERMS`). Nothing is fitted to accuracy: every term weighs the same.
-For every combination, larger is better.
+Every named proxy is larger = better and lies in [0, 1] over the space, 0 at its worst
+architecture, as the paper's does: rank and log-rank sums are min-max scaled (their order
+unchanged), so any of them can stand where the paper's proxy stood (the episode's reward
+takes 0 as "no valid answer yet" and divides by the best proxy within budget).
 """
 
 from __future__ import annotations
@@ -118,10 +121,11 @@ def term_tables(proxies: Mapping[str, np.ndarray], dataset: str) -> dict[str, np
 
 
 def proxy(name: str, proxies: Mapping[str, np.ndarray], dataset: str) -> np.ndarray:
-  """The named combination for a dataset: (15625,) float64, larger = better."""
+  """The named combination for a dataset: (15625,) float64 in [0, 1], larger = better."""
   available = term_tables(proxies, dataset)
   how, terms = parse(name, available)
-  return combine(how, [available[t] for t in terms])
+  score = combine(how, [available[t] for t in terms])
+  return score if how == "mean" else minmax(score)  # a mean of min-maxes is in [0, 1]
 
 
 def candidate_names(terms: Sequence[str] = FRESH_TERMS, hows: Sequence[str] = ("rank", "logrank"),

@@ -26,7 +26,8 @@ The rule, fixed before the study ran:
 In code: the candidates are `aggregate.CANDIDATES`, single terms included (a combination
 of one term; the rule does not set them apart); a family's score is the mean over its
 cells; "not worse" is >= paper's score (to 1e-9); a tie left after the number of terms
-goes to the earlier candidate of the registry's order. It runs in a minute: argmax over precomputed arrays.
+goes to the earlier candidate of the registry's order. It runs in seconds: argmax over
+precomputed arrays.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
   groups = {"training": training, "validation": validation,
             **{f"validation:{d}": [d] for d in validation}}
   means = group_means(acc, devices, groups)
-  ceilings = {k: float(v[0]) for k, v in group_means(ceiling, devices, {**families, **groups}).items()}
+  ceilings = {k: float(v[0])
+              for k, v in group_means(ceiling, devices, {**families, **groups}).items()}
   fresh = [set(aggregate.parse(n, None)[1]) <= set(aggregate.FRESH_TERMS)
            for n in names]
   pick = choose(names, means["training"], by_family, fresh)
@@ -174,10 +176,12 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
     cells = [d for f in rest for d in families[f]]
     overall = group_means(acc, devices, {"rest": cells})["rest"]
     pick_without = choose(names, overall, {f: by_family[f] for f in rest}, fresh)
-    value = {n: float(by_family[family][names.index(n)]) for n in (pick_without, pick, aggregate.PAPER)}
+    value = {n: float(by_family[family][names.index(n)])
+             for n in (pick_without, pick, aggregate.PAPER)}
     held_out.append(dict(held_out=family, pick=pick_without, same_pick=pick_without == pick,
                          pick_on_held_out=value[pick_without], full_pick_on_held_out=value[pick],
-                         paper_on_held_out=value[aggregate.PAPER], oracle_on_held_out=ceilings[family]))
+                         paper_on_held_out=value[aggregate.PAPER],
+                         oracle_on_held_out=ceilings[family]))
 
   rows = {}
   for c, name in enumerate(names):
@@ -187,7 +191,8 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
         families={f: float(v[c]) for f, v in by_family.items()},
         training=float(means["training"][c]), validation=float(means["validation"][c]),
         validation_devices={d: float(means[f"validation:{d}"][c]) for d in validation},
-        training_datasets={s: float(acc[c, :len(training), k].mean()) for k, s in enumerate(datasets)},
+        training_datasets={s: float(acc[c, :len(training), k].mean())
+                           for k, s in enumerate(datasets)},
         not_worse_than_paper=bool(all(v[c] >= v[names.index(aggregate.PAPER)] - _TOLERANCE
                                       for v in by_family.values())),
         spearman={s: spearman(benchmark.proxy(s, name), benchmark.accuracy(s)) for s in datasets},

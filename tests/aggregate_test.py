@@ -72,7 +72,8 @@ def test_parse_names():
   assert aggregate.parse("rank:naswot+logsynflow") == ("rank", ("naswot", "logsynflow"))
   assert aggregate.parse("logrank:naswot+logsynflow+live_params") == (
       "logrank", ("naswot", "logsynflow", "live_params"))
-  assert aggregate.parse("rank:zico+naswot", terms=["naswot", "zico"]) == ("rank", ("zico", "naswot"))
+  assert aggregate.parse("rank:zico+naswot", terms=["naswot", "zico"]) == (
+      "rank", ("zico", "naswot"))
   assert aggregate.make_name("mean", ("naswot", "logsynflow", "skip")) == "paper"
   assert aggregate.make_name("rank", ("naswot", "skip")) == "rank:naswot+skip"
 
@@ -81,7 +82,8 @@ def test_parse_names():
     ("zico", "bad proxy name 'zico': expected paper or '<how>:<term>"),
     ("sum:naswot+skip", "how in {mean, rank, logrank}"),
     ("rank:", "bad proxy name 'rank:'"),
-    ("rank:naswot+zico", r"unknown terms \['zico'\].*terms among \{naswot, logsynflow, skip, flops"),
+    ("rank:naswot+zico",
+     r"unknown terms \['zico'\].*terms among \{naswot, logsynflow, skip, flops"),
     ("rank:naswot+naswot", "a term appears twice"),
     ("rank:naswot++skip", r"unknown terms \[''\]"),
     (None, "proxy name must be a string"),
@@ -100,7 +102,8 @@ def test_candidates_registry():
   for name in candidates:  # every name parses on a fresh clone
     aggregate.parse(name)
   assert "logrank:naswot+logsynflow+live_params" in candidates
-  lab = aggregate.candidate_names(["naswot", "zico", "meco"], max_terms=2, must_use=["zico", "meco"])
+  lab = aggregate.candidate_names(["naswot", "zico", "meco"], max_terms=2,
+                                  must_use=["zico", "meco"])
   assert lab == ["rank:naswot+zico", "rank:naswot+meco", "rank:zico+meco",
                  "logrank:naswot+zico", "logrank:naswot+meco", "logrank:zico+meco"]
 

@@ -31,14 +31,16 @@ def test_device_families_of_the_training_devices(bundle):
 
 def test_choose_follows_the_rule():
   names = ["paper", "rank:naswot+skip", "rank:naswot+logsynflow+skip", "rank:a+b", "rank:c+d"]
-  fam = {"x": np.array([70.0, 71.0, 71.0, 80.0, 60.0]), "y": np.array([60.0, 60.0, 61.0, 70.0, 70.0])}
+  fam = {"x": np.array([70.0, 71.0, 71.0, 80.0, 60.0]),
+         "y": np.array([60.0, 60.0, 61.0, 70.0, 70.0])}
   overall = np.array([65.0, 66.0, 66.0, 75.0, 80.0])
   eligible = [True, True, True, False, True]
   # rank:a+b is best but not eligible (a lab combination); rank:c+d is worse than paper on
   # family x; of the two left, tied overall, the one with fewer terms wins.
   assert proxy_study.choose(names, overall, fam, eligible) == "rank:naswot+skip"
   # Nothing better than paper: paper itself.
-  assert proxy_study.choose(names, np.array([65.0, 64.0, 64.0, 0.0, 99.0]), fam, eligible) == "paper"
+  worse = np.array([65.0, 64.0, 64.0, 0.0, 99.0])
+  assert proxy_study.choose(names, worse, fam, eligible) == "paper"
   # Worse on a family by a hair is worse; equal (to rounding) is not.
   fam["y"][1] = 60.0 - 1e-6
   assert proxy_study.choose(names, overall, fam, eligible) == "rank:naswot+logsynflow+skip"

@@ -201,7 +201,8 @@ def test_dead_edges_follow_the_cell_graph():
   dead = searchspace.dead_edges(searchspace.arch_ops())
   assert dead.shape == (searchspace.NUM_ARCHS, 6) and dead.dtype == bool
   for index in (0, 11, 284, 15624):
-    np.testing.assert_array_equal(dead[index], searchspace.dead_edges(searchspace.arch_ops()[index]))
+    np.testing.assert_array_equal(dead[index],
+                                  searchspace.dead_edges(searchspace.arch_ops()[index]))
 
 
 def test_synthetic_dead_edges_is_the_search_space_one():

@@ -119,8 +119,9 @@ def load_extra_proxies(path: str | os.PathLike) -> dict[str, np.ndarray]:
   index = tables.pop("index", None)
   if index is None or not np.array_equal(index, np.arange(searchspace.NUM_ARCHS)):
     got = "no 'index'" if index is None else f"'index' of shape {np.shape(index)}"
-    raise BenchmarkDataError(f"{os.fspath(path)!r}: expected 'index' = 0..{searchspace.NUM_ARCHS - 1} "
-                             f"(every architecture, in order), got {got}")
+    raise BenchmarkDataError(f"{os.fspath(path)!r}: expected 'index' = "
+                             f"0..{searchspace.NUM_ARCHS - 1} (every architecture, in order), "
+                             f"got {got}")
   if not tables:
     raise BenchmarkDataError(f"{os.fspath(path)!r} holds no proxy besides 'index'")
   return {name: check_table(name, values, source=os.fspath(path))

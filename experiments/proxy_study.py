@@ -206,20 +206,23 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
 
 # --- report -------------------------------------------------------------------------------
 
+_SHORT = {"cifar10": "c10", "cifar100": "c100", "ImageNet16-120": "IN16"}
+
+
 def _row(name: str, r: Mapping, marks: str = "") -> str:
   fam = "".join(f"{r['families'][f]:>9.2f}" for f in r["families"])
-  rho = "".join(f"{v:>7.3f}" for v in r["spearman"].values())
+  rho = "".join(f"{v:>10.3f}" for v in r["spearman"].values())
   ok = "yes" if r["not_worse_than_paper"] else "-"
-  return (f"{marks:<2}{name:<52}{len(r['terms']):>2}{fam}{r['training']:>9.2f}{ok:>5}"
+  return (f"{marks:<2}{name:<54}{len(r['terms']):>2}{fam}{r['training']:>9.2f}{ok:>5}"
           f"{r['validation']:>9.2f}{rho}")
 
 
 def format_report(result: Mapping, top: int = 15) -> str:
   rows, pick = result["candidates"], result["pick"]
   fams = list(result["families"])
-  header = (f"{'':<2}{'candidate':<52}{'k':>2}" + "".join(f"{f:>9}" for f in fams)
+  header = (f"{'':<2}{'candidate':<54}{'k':>2}" + "".join(f"{f:>9}" for f in fams)
             + f"{'train':>9}{'ok':>5}{'valid':>9}" + "".join(
-                f"{'rho ' + s[:5]:>7}" for s in result["datasets"]))
+                f"{'rho ' + _SHORT.get(s, s[:4]):>10}" for s in result["datasets"]))
   line = "-" * len(header)
   fresh = [n for n in rows if rows[n]["fresh_clone"]]
   combos = sorted([n for n in fresh if n != aggregate.PAPER and len(rows[n]["terms"]) > 1],
@@ -239,7 +242,7 @@ def format_report(result: Mapping, top: int = 15) -> str:
   out += [line, *[_row(n, rows[n], "*" if n == pick else "")
                   for n in [aggregate.PAPER, *singles]]]
   oracle = result["oracle"]
-  out += [f"{'':<2}{'oracle (best accuracy within budget)':<52}{'':>2}"
+  out += [f"{'':<2}{'oracle (best accuracy within budget)':<54}{'':>2}"
           + "".join(f"{oracle[f]:>9.2f}" for f in fams)
           + f"{oracle['training']:>9.2f}{'':>5}{oracle['validation']:>9.2f}", "",
           f"rule: {result['rule']}", f"pick: {pick}", ""]

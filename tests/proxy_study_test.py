@@ -81,3 +81,10 @@ def test_study_on_three_candidates_reproduces_the_protocol(bundle):
     assert all(row["families"][f] <= result["oracle"][f] + 1e-9 for f in result["families"])
   report = proxy_study.format_report(result, top=2)
   assert f"pick: {result['pick']}" in report and proxy_study.RULE in report
+
+
+def test_default_proxy_is_the_studys_pick(bundle):
+  # The whole study (a few seconds): if the candidates or terms change, so may the pick.
+  result = proxy_study.study(bundle, list(aggregate.CANDIDATES))
+  assert result["pick"] == aggregate.DEFAULT_PROXY
+  assert result["candidates"]["paper"]["validation"] == pytest.approx(66.37, abs=0.01)

@@ -11,6 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
+from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import tables
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.devices.table import TableDevice
@@ -68,23 +69,23 @@ def test_training_devices_exclude_validation_devices(bundle):
 
 
 @pytest.mark.parametrize("dataset", searchspace.DATASETS)
-def test_combined_proxy_is_normalised(bundle, dataset):
-  proxy = bundle.proxy(dataset)
+def test_paper_proxy_is_normalised(bundle, dataset):
+  proxy = bundle.proxy(dataset, "paper")
   assert proxy.shape == (N,)
   assert np.all(np.isfinite(proxy))
   assert proxy.min() >= 0.0 and proxy.max() <= 1.0
-  parts = [tables.minmax(bundle.proxies[dataset][name]) for name in tables.PAPER_PROXY]
+  parts = [tables.minmax(bundle.proxies[dataset][name]) for name in tables.PROXY_NAMES]
   for part in parts:  # each min-max normalised proxy spans exactly [0, 1]
     assert part.min() == 0.0 and part.max() == 1.0
   np.testing.assert_allclose(proxy, np.mean(parts, axis=0))
 
 
-def test_combined_proxy_of_constant_and_nan_values():
-  proxies = {"a": np.arange(5.0), "b": np.full(5, 3.0), "c": np.array([1.0, np.nan, 3, 3, 5])}
-  np.testing.assert_allclose(tables.combined_proxy(proxies, ["a", "b"]),
-                             [0.0, 0.125, 0.25, 0.375, 0.5])
-  combined = tables.combined_proxy(proxies, ["a", "c"])
-  assert np.isnan(combined[1]) and 0.0 <= np.nanmin(combined) <= np.nanmax(combined) <= 1.0
+def test_default_proxy_and_terms(bundle):
+  np.testing.assert_array_equal(bundle.proxy("cifar10"),
+                                bundle.proxy("cifar10", aggregate.DEFAULT_PROXY))
+  assert bundle.proxy_terms("cifar10") == (*tables.PROXY_NAMES, *aggregate.STRUCTURAL_TERMS)
+  with pytest.raises(ValueError, match=r"unknown terms \['zico'\]"):
+    bundle.proxy("cifar10", "rank:naswot+zico")
 
 
 def test_unknown_device_and_dataset_messages(bundle):
@@ -202,6 +203,62 @@ def test_proxy_file_missing_a_proxy(tmp_path):
   path = _write_npz(tmp_path / "proxies.npz", naswot=_latencies(), skip=_latencies(1))
   with pytest.raises(tables.BenchmarkDataError, match=r"lacks proxies \['logsynflow'\]"):
     tables.load_proxy_file(path)
+
+
+# --- extra proxy tables (a proxy lab's folder) ---------------------------------------------
+
+def _lab_file(folder, dataset, **proxies):
+  folder.mkdir(exist_ok=True)
+  return _write_npz(folder / f"proxies_{dataset}.npz", index=np.arange(N), **proxies)
+
+
+def test_proxy_dirs_add_their_keys(data_dir, bundle, tmp_path):
+  zico, meco = _latencies(2), _latencies(3)
+  _lab_file(tmp_path / "lab", "cifar10", zico=zico,
+            naswot=bundle.proxies["cifar10"]["naswot"],  # the same values: allowed
+            flops=searchspace.flops_params_table("cifar10")[0])  # as score_proxies writes it
+  _lab_file(tmp_path / "lab2", "cifar100", meco=meco)
+  loaded = tables.load_benchmark(data_dir, proxy_dirs=[tmp_path / "lab", str(tmp_path / "lab2")])
+  assert tuple(loaded.proxies["cifar10"]) == (*tables.PROXY_NAMES, "zico")
+  assert tuple(loaded.proxies["cifar100"]) == (*tables.PROXY_NAMES, "meco")
+  assert tuple(loaded.proxies["ImageNet16-120"]) == tables.PROXY_NAMES  # no file: nothing added
+  np.testing.assert_array_equal(loaded.proxies["cifar10"]["zico"], zico)
+  assert "zico" in loaded.proxy_terms("cifar10") and "zico" not in loaded.proxy_terms("cifar100")
+  np.testing.assert_allclose(loaded.proxy("cifar10", "rank:zico"),  # ranks scaled to [0, 1]
+                             (aggregate.ranks(zico) - 1) / (N - 1))
+  with pytest.raises(ValueError, match="unknown terms"):
+    loaded.proxy("cifar100", "rank:zico+naswot")
+
+
+def test_proxy_dirs_conflicts_and_bad_files(data_dir, tmp_path):
+  _lab_file(tmp_path / "lab", "cifar10", naswot=_latencies(4))
+  with pytest.raises(tables.BenchmarkDataError, match="'naswot' of 'cifar10' in .*lab/proxies_"
+                     "cifar10.npz.* differs from the proxy already loaded"):
+    tables.load_benchmark(data_dir, proxy_dirs=[tmp_path / "lab"])
+  _lab_file(tmp_path / "lab", "cifar10", live_flops=_latencies(4))
+  with pytest.raises(tables.BenchmarkDataError, match="'live_flops'.*differs from the structural"):
+    tables.load_benchmark(data_dir, proxy_dirs=[tmp_path / "lab"])
+  _lab_file(tmp_path / "a", "cifar100", zico=_latencies(5))
+  _lab_file(tmp_path / "b", "cifar100", zico=_latencies(6))
+  with pytest.raises(tables.BenchmarkDataError, match="'zico' of 'cifar100' in .*b/proxies_"):
+    tables.load_benchmark(data_dir, proxy_dirs=[tmp_path / "a", tmp_path / "b"])
+  with pytest.raises(tables.BenchmarkDataError, match="proxy folder .*nowhere.* does not exist"):
+    tables.load_benchmark(data_dir, proxy_dirs=[tmp_path / "nowhere"])
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(zico=np.ones(N)), "expected 'index' = 0..15624 .*got no 'index'"),
+    (dict(index=np.arange(100), zico=np.ones(100)), r"got 'index' of shape \(100,\)"),
+    (dict(index=np.arange(N)[::-1], zico=np.ones(N)), "in order"),
+    (dict(index=np.arange(N)), "holds no proxy besides 'index'"),
+    (dict(index=np.arange(N), zico=np.ones(N - 1)), "'zico' in .*: expected 15625 values"),
+    (dict(index=np.arange(N), zico=np.full(N, np.nan)), "'zico' in .*: 15625 NaN values"),
+])
+def test_malformed_extra_proxy_files_name_the_file(tmp_path, arrays, message):
+  path = _write_npz(tmp_path / "proxies_cifar10.npz", **arrays)
+  with pytest.raises(tables.BenchmarkDataError, match=message) as error:
+    tables.load_extra_proxies(path)
+  assert "proxies_cifar10.npz" in str(error.value)
 
 
 def test_check_table_leaves_the_callers_array_writable():

@@ -177,3 +177,59 @@ def test_flops_params_table_agrees_with_per_architecture_count(dataset):
 def test_flops_params_unknown_dataset_raises():
   with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
     searchspace.flops_params([0] * 6, "imagenet")
+
+
+# --- the cell as a graph: dead edges and live convolutions ----------------------------
+
+N_, S_, P_, C1, C3 = (searchspace.OPS.index(name) for name in (
+    "none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3"))
+
+
+def test_dead_edges_follow_the_cell_graph():
+  np.testing.assert_array_equal(searchspace.dead_edges([N_] * 6), [True] * 6)
+  np.testing.assert_array_equal(searchspace.dead_edges([C3] * 6), [False] * 6)
+  # Only edge 0->3 carries an op: everything else is dead.
+  np.testing.assert_array_equal(searchspace.dead_edges([N_, N_, N_, C3, N_, N_]),
+                                [True, True, True, False, True, True])
+  # Node 1 gets no input (edge 0->1 is none), so 1->2 and 1->3 are dead despite their ops.
+  np.testing.assert_array_equal(searchspace.dead_edges([N_, S_, C3, N_, C3, C3]),
+                                [True, False, True, True, True, False])
+  # Node 2 reaches no output (2->3 is none): 0->2 and 1->2 are dead.
+  np.testing.assert_array_equal(searchspace.dead_edges([C1, C3, C3, S_, P_, N_]),
+                                [False, True, True, False, False, True])
+  # Batched over the space, and the same as one architecture at a time.
+  dead = searchspace.dead_edges(searchspace.arch_ops())
+  assert dead.shape == (searchspace.NUM_ARCHS, 6) and dead.dtype == bool
+  for index in (0, 11, 284, 15624):
+    np.testing.assert_array_equal(dead[index],
+                                  searchspace.dead_edges(searchspace.arch_ops()[index]))
+
+
+def test_synthetic_dead_edges_is_the_search_space_one():
+  from hwnas_jax.devices import synthetic
+  assert synthetic.dead_edges is searchspace.dead_edges
+
+
+@pytest.mark.parametrize("dataset", searchspace.DATASETS)
+def test_live_flops_params_count_only_live_convolutions(dataset):
+  live_flops, live_params = searchspace.live_flops_params_table(dataset)
+  flops, params = searchspace.flops_params_table(dataset)
+  assert live_flops.shape == live_params.shape == (searchspace.NUM_ARCHS,)
+  assert not live_flops.flags.writeable
+  empty = searchspace.flops_params([], dataset)
+  index = searchspace.ops_to_index
+  # No convolution, or none alive: 0.
+  for ops in ([N_] * 6, [S_] * 6, [P_, S_, P_, S_, P_, S_], [N_, S_, C3, N_, C3, N_]):
+    assert live_flops[index(ops)] == 0.0 and live_params[index(ops)] == 0.0
+  # Every edge alive: the whole cell counts, i.e. NATS-Bench's count less the empty network.
+  full = index([C3, C1, C3, S_, C1, C3])
+  assert live_flops[full] == pytest.approx(flops[full] - empty[0], rel=1e-12)
+  assert live_params[full] == pytest.approx(params[full] - empty[1], rel=1e-12)
+  # A conv3x3 behind a none-cut path counts 0: only the 0->3 conv1x1 is alive here.
+  cut, alone = index([N_, C1, C3, C1, C3, N_]), index([N_, N_, N_, C1, N_, N_])
+  assert live_flops[cut] == live_flops[alone] > 0.0
+  assert live_params[cut] == live_params[alone] > 0.0
+  assert flops[cut] > flops[alone]  # NATS-Bench's count includes the dead convolutions
+  # Never more than NATS-Bench's count of the cells.
+  assert np.all(live_flops <= flops - empty[0] + 1e-9)
+  assert np.all(live_params <= params - empty[1] + 1e-9)

@@ -176,15 +176,61 @@ def flops_params(ops: Sequence[int], dataset: str = "cifar10", channels: int = 1
 
 
 @functools.lru_cache(maxsize=None)
+def _cost_per_edge_op(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+  """The network with empty cells (MFLOPs, M params), and what one edge op adds (5, 2)."""
+  # Costs are linear in the cell's ops, so one edge at a time gives every increment.
+  base = np.array(flops_params([], dataset))
+  with_one_edge = np.array([flops_params([op], dataset) for op in range(NUM_OPS)])
+  return base, with_one_edge - base
+
+
+@functools.lru_cache(maxsize=None)
 def flops_params_table(dataset: str = "cifar10") -> tuple[np.ndarray, np.ndarray]:
   """(15625,) MFLOPs and (15625,) M params for the whole space, NATS-Bench order."""
-  # Costs depend only on the op multiset, so compute per edge op and sum.
-  with_one_edge = np.array([flops_params([op], dataset) for op in range(NUM_OPS)])
-  base = np.array(flops_params([], dataset))  # the network with empty cells
-  per_op = with_one_edge - base
+  base, per_op = _cost_per_edge_op(dataset)
   counts = op_counts()
   flops = base[0] + counts @ per_op[:, 0]
   params = base[1] + counts @ per_op[:, 1]
+  for a in (flops, params):
+    a.setflags(write=False)
+  return flops, params
+
+
+# --- the cell as a graph --------------------------------------------------------------
+
+def dead_edges(ops: np.ndarray) -> np.ndarray:
+  """(..., 6) bool: the edge cannot affect the cell's output (`none`, or off every live path)."""
+  ops = np.asarray(ops)
+  nz = ops != OPS.index("none")
+  fwd = {0: np.ones(ops.shape[:-1], bool)}  # node reachable from the input node
+  for node in (1, 2, 3):
+    fwd[node] = np.any([fwd[s] & nz[..., e] for e, (s, t) in enumerate(EDGES) if t == node],
+                       axis=0)
+  bwd = {3: np.ones(ops.shape[:-1], bool)}  # node reaches the output node
+  for node in (2, 1, 0):
+    bwd[node] = np.any([bwd[t] & nz[..., e] for e, (s, t) in enumerate(EDGES) if s == node],
+                       axis=0)
+  live = np.stack([nz[..., e] & fwd[s] & bwd[t] for e, (s, t) in enumerate(EDGES)], axis=-1)
+  return ~live
+
+
+def live_op_counts(ops: np.ndarray | None = None) -> np.ndarray:
+  """(..., 5) float32 count of each operation over the live edges; default: the whole space."""
+  ops = arch_ops() if ops is None else np.asarray(ops)
+  return (one_hot(ops) * ~dead_edges(ops)[..., None]).sum(axis=-2)
+
+
+@functools.lru_cache(maxsize=None)
+def live_flops_params_table(dataset: str = "cifar10") -> tuple[np.ndarray, np.ndarray]:
+  """(15625,) MFLOPs and (15625,) M params of the cells' live convolutions (all 15 cells).
+
+  A structural accuracy proxy: a convolution on a dead edge costs FLOPs in NATS-Bench's
+  count but does nothing for accuracy, and stem, reductions and head are the same in
+  every architecture, so they are left out (the empty cell has 0).
+  """
+  _, per_op = _cost_per_edge_op(dataset)  # raises on an unknown dataset
+  live = live_op_counts().astype(np.float64) @ per_op
+  flops, params = np.ascontiguousarray(live[:, 0]), np.ascontiguousarray(live[:, 1])
   for a in (flops, params):
     a.setflags(write=False)
   return flops, params

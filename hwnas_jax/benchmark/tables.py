@@ -3,7 +3,8 @@
 Every array is indexed by the NATS-Bench architecture index (15,625 entries). Three
 sources load into the same in-memory `Benchmark`:
   * the project's bundle (`latency_ms.npz`, `test_accuracy.npz`, `proxies_<dataset>.npz`),
-    or any latency file of that layout;
+    or any latency file of that layout, and folders of extra proxy tables (a proxy lab's
+    `proxies_<dataset>.npz`) merged into the bundle's proxies;
   * the official HW-NAS-Bench pickle (`data["nasbench201"][dataname][metric][index]`);
   * NATS-Bench itself through the `nats_bench` package.
 Test accuracies are for scoring only: nothing in meta-training or search reads them.
@@ -18,11 +19,11 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import searchspace
 
 DATA_DIR_ENV = "HWNAS_DATA_DIR"
-PROXY_NAMES = ("naswot", "logsynflow", "skip")
-PAPER_PROXY = PROXY_NAMES  # the paper's combination: mean of min-max normalised values
+PROXY_NAMES = aggregate.BUNDLE_TERMS  # every bundle proxy file has them
 # PROTOCOL.md's split: the validation devices never inform anything fitted or trained.
 VALIDATION_DEVICES = ("eyeriss", "fpga", "gold_6226", "titan_rtx_256")
 HWNASBENCH_DATANAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "ImageNet"}
@@ -112,6 +113,41 @@ def load_proxy_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
           for name in tables if name != "index"}
 
 
+def load_extra_proxies(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """A proxy lab's `.npz`: `index` (0..15624 in order) and one array per proxy name."""
+  tables = _load_npz(path)
+  index = tables.pop("index", None)
+  if index is None or not np.array_equal(index, np.arange(searchspace.NUM_ARCHS)):
+    got = "no 'index'" if index is None else f"'index' of shape {np.shape(index)}"
+    raise BenchmarkDataError(f"{os.fspath(path)!r}: expected 'index' = "
+                             f"0..{searchspace.NUM_ARCHS - 1} (every architecture, in order), "
+                             f"got {got}")
+  if not tables:
+    raise BenchmarkDataError(f"{os.fspath(path)!r} holds no proxy besides 'index'")
+  return {name: check_table(name, values, source=os.fspath(path))
+          for name, values in tables.items()}
+
+
+def merge_proxies(into: Mapping[str, np.ndarray], extra: Mapping[str, np.ndarray],
+                  dataset: str, source: str) -> dict[str, np.ndarray]:
+  """`into` with the keys of `extra` (from file `source`) added.
+
+  A key already there, or a structural term (computed from the architecture), must hold
+  the same values (to float32 precision); it is then not added twice.
+  """
+  merged = dict(into)
+  structural = aggregate.structural_terms(dataset)
+  for name, values in extra.items():
+    present = structural.get(name, merged.get(name))
+    if present is None:
+      merged[name] = values
+    elif not np.allclose(values, present, rtol=1e-6, atol=0.0, equal_nan=True):
+      what = "the structural term" if name in structural else "the proxy already loaded"
+      raise BenchmarkDataError(f"proxy {name!r} of {dataset!r} in {source!r} differs from "
+                               f"{what} of that name: rename it or drop one of them")
+  return merged
+
+
 def load_hwnasbench(path: str | os.PathLike, dataset: str = "cifar10",
                     metrics: Sequence[str] | None = None) -> dict[str, np.ndarray]:
   """Latency tables from the official HW-NAS-Bench pickle, keyed by device name.
@@ -190,14 +226,15 @@ def load_nats_bench(path: str | os.PathLike, datasets: Iterable[str] = searchspa
   return tables
 
 
-def minmax(values: np.ndarray) -> np.ndarray:
-  lo, hi = np.nanmin(values), np.nanmax(values)
-  return (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+minmax = aggregate.minmax  # kept for callers; it lives with the aggregations
 
 
-def combined_proxy(proxies: Mapping[str, np.ndarray], names: Sequence[str] = PAPER_PROXY) -> np.ndarray:
-  """The paper's accuracy proxy: mean of the min-max normalised proxies (over the space)."""
-  return np.mean([minmax(np.asarray(proxies[name], dtype=np.float64)) for name in names], axis=0)
+def combined_proxy(proxies: Mapping[str, np.ndarray], names: Sequence[str] = PROXY_NAMES) -> np.ndarray:
+  """The mean of the min-max normalised proxies (the paper's with the default `names`).
+
+  Kept for callers holding a bare dict of proxies; `Benchmark.proxy` is the way to ask.
+  """
+  return aggregate.combine("mean", [proxies[name] for name in names])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,11 +258,21 @@ class Benchmark:
       raise KeyError(f"unknown device {device!r}; known devices: {', '.join(self.devices)}")
     return self.latency_ms[device]
 
-  def proxy(self, dataset: str, names: Sequence[str] = PAPER_PROXY) -> np.ndarray:
-    """The combined accuracy proxy of a dataset (free of charge, device independent)."""
+  def proxy_terms(self, dataset: str) -> tuple[str, ...]:
+    """The terms a proxy name may combine for `dataset`: its proxy tables, then structural."""
+    return (*self._proxies_of(dataset), *aggregate.STRUCTURAL_TERMS)
+
+  def proxy(self, dataset: str, name: str = aggregate.DEFAULT_PROXY) -> np.ndarray:
+    """The named accuracy proxy of a dataset (`aggregate`'s grammar), larger = better.
+
+    Free of charge and device independent; `paper` is PROTOCOL.md's reference proxy.
+    """
+    return aggregate.proxy(name, self._proxies_of(dataset), dataset)
+
+  def _proxies_of(self, dataset: str) -> Mapping[str, np.ndarray]:
     if dataset not in self.proxies:
       raise KeyError(f"no proxies for dataset {dataset!r}; known: {', '.join(self.datasets)}")
-    return combined_proxy(self.proxies[dataset], names)
+    return self.proxies[dataset]
 
   def accuracy(self, dataset: str) -> np.ndarray:
     if dataset not in self.test_accuracy:
@@ -244,14 +291,28 @@ class Benchmark:
 
 
 def load_benchmark(directory: str | os.PathLike | None = None, latency_file: str | None = None,
-                   proxy_files: Mapping[str, str] | None = None) -> Benchmark:
-  """The bundle in `directory` (or $HWNAS_DATA_DIR); another latency or proxy file may replace its own."""
+                   proxy_files: Mapping[str, str] | None = None,
+                   proxy_dirs: Sequence[str | os.PathLike] = ()) -> Benchmark:
+  """The bundle in `directory` (or $HWNAS_DATA_DIR); another latency or proxy file may replace its own.
+
+  Each folder of `proxy_dirs` may hold `proxies_<dataset>.npz` files of extra proxies (a
+  proxy lab's output); their keys join that dataset's proxies (`merge_proxies`). A folder
+  without a dataset's file adds nothing to it.
+  """
   directory = data_dir(directory)
   latency = load_latency_file(latency_file or os.path.join(directory, "latency_ms.npz"))
   accuracy = load_test_accuracy(os.path.join(directory, "test_accuracy.npz"))
   proxy_files = dict(proxy_files or {})
+  for folder in proxy_dirs:
+    if not os.path.isdir(folder):
+      raise BenchmarkDataError(f"proxy folder {os.path.abspath(folder)!r} does not exist")
   proxies = {}
   for dataset in searchspace.DATASETS:
     path = proxy_files.get(dataset, os.path.join(directory, f"proxies_{dataset}.npz"))
-    proxies[dataset] = load_proxy_file(path)
+    proxies[dataset] = merge_proxies({}, load_proxy_file(path), dataset, os.fspath(path))
+    for folder in proxy_dirs:
+      extra = os.path.join(folder, f"proxies_{dataset}.npz")
+      if os.path.isfile(extra):
+        proxies[dataset] = merge_proxies(proxies[dataset], load_extra_proxies(extra), dataset,
+                                         extra)
   return Benchmark(latency, accuracy, proxies, source=os.path.abspath(directory))

@@ -84,21 +84,8 @@ def make_device(overhead, edge_cost, curvature=0.0, dead_discount=0.0, arch_jitt
 
 # --- per-architecture features (constants, computed once) ------------------------------
 
-def dead_edges(ops: np.ndarray) -> np.ndarray:
-  """(..., 6) bool: the edge cannot affect the cell's output (`none`, or off every live path)."""
-  ops = np.asarray(ops)
-  nz = ops != 0
-  fwd = {0: np.ones(ops.shape[:-1], bool)}  # node reachable from the input node
-  for node in (1, 2, 3):
-    fwd[node] = np.any([fwd[s] & nz[..., e] for e, (s, t) in enumerate(searchspace.EDGES)
-                        if t == node], axis=0)
-  bwd = {3: np.ones(ops.shape[:-1], bool)}  # node reaches the output node
-  for node in (2, 1, 0):
-    bwd[node] = np.any([bwd[t] & nz[..., e] for e, (s, t) in enumerate(searchspace.EDGES)
-                        if s == node], axis=0)
-  live = np.stack([nz[..., e] & fwd[s] & bwd[t] for e, (s, t) in enumerate(searchspace.EDGES)],
-                  axis=-1)
-  return ~live
+# Moved down to the search space (it is the cell graph); kept here for callers.
+dead_edges = searchspace.dead_edges
 
 
 @functools.lru_cache(maxsize=None)

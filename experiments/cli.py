@@ -6,6 +6,7 @@ import sys
 from absl import app
 
 from experiments.configs import default
+from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark.tables import BenchmarkDataError
 from hwnas_jax.devices.interface import DeviceError
@@ -72,3 +73,10 @@ def checked_output(path: str | None, overwrite_note: bool = True) -> str | None:
   if os.path.exists(path) and overwrite_note:
     print(f"note: {path} exists and will be replaced when this run finishes")
   return path
+
+
+def check_proxy(benchmark, name: str, datasets) -> str:
+  """`name` (benchmark/aggregate.py's grammar) checked against every dataset's proxy terms."""
+  for dataset in datasets:
+    aggregate.parse(name, benchmark.proxy_terms(dataset))
+  return name

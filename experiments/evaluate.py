@@ -9,11 +9,11 @@ r"""Evaluate search methods on the latency-budgeted task of PROTOCOL.md.
 """
 
 import json
-import os
 
 from absl import flags
 from tqdm import tqdm
 
+from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import protocol
 from hwnas_jax.search import registry
@@ -22,6 +22,9 @@ from experiments import cli
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Benchmark bundle folder (default: $HWNAS_DATA_DIR).")
 _LATENCY_FILE = flags.DEFINE_string("latency_file", None, "Latency .npz (default: the bundle's).")
 _PROXY_FILES = flags.DEFINE_list("proxy_files", [], "dataset:PATH.npz proxy tables replacing the bundle's.")
+_PROXY_DIRS = flags.DEFINE_list("proxy_dirs", [], "Folders of extra proxies_<dataset>.npz (score_proxies).")
+_PROXY = flags.DEFINE_string("proxy", aggregate.DEFAULT_PROXY,
+                             "How proxies combine (benchmark/aggregate.py); paper: PROTOCOL.md's reference.")
 _DEVICES = flags.DEFINE_list("devices", None, "Devices (keys of the latency file); default: all.")
 _DATASETS = flags.DEFINE_list("datasets", ["cifar10", "cifar100", "ImageNet16-120"], "Datasets.")
 _BUDGETS = flags.DEFINE_list("budgets", ["10", "25", "50"], "Budget percentiles q.")
@@ -59,26 +62,28 @@ def parse_budgets(percentiles, absolute, devices):
 
 def main(argv):
   del argv
-  proxy_files = dict(item.split(":", 1) for item in _PROXY_FILES.value)
-  benchmark = tables.load_benchmark(_DATA_DIR.value, _LATENCY_FILE.value, proxy_files)
+  output = cli.checked_output(_OUTPUT.value)
+  benchmark = tables.load_benchmark(_DATA_DIR.value, _LATENCY_FILE.value,
+                                    cli.proxy_files(_PROXY_FILES.value), _PROXY_DIRS.value)
+  cli.check_proxy(benchmark, _PROXY.value, _DATASETS.value)
   devices = _DEVICES.value or list(benchmark.devices)
   benchmark = benchmark.select_devices(devices)
   budgets_of = parse_budgets(_BUDGETS.value, _BUDGET_MS.value, devices)
-  methods = {name: registry.make_methods(name, _CHECKPOINT.value)
+  methods = {name: registry.make_methods(name, _CHECKPOINT.value, _PROXY.value)
              for name in registry.check_names(_METHODS.value)}
   print(f"benchmark: {benchmark.source}; latency file: "
-        f"{_LATENCY_FILE.value or 'bundle latency_ms.npz'}; devices: {', '.join(devices)}")
+        f"{_LATENCY_FILE.value or 'bundle latency_ms.npz'}; devices: {', '.join(devices)}; "
+        f"proxy {_PROXY.value}; noise sigma {_NOISE.value:g}")
   results = protocol.evaluate(
       benchmark, methods, devices, _DATASETS.value,
       lambda device: budgets_of(benchmark.latency(device), device),
-      _PROBES.value, _EPISODES.value, _SEED.value, noise=_NOISE.value,
+      _PROBES.value, _EPISODES.value, _SEED.value, noise=_NOISE.value, proxy=_PROXY.value,
       progress=lambda cells: tqdm(cells, desc="cells", unit="cell"))
   print(protocol.format_table(results["rows"], results["summary"]))
-  if _OUTPUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-    with open(_OUTPUT.value, "w") as f:
+  if output:
+    with open(output, "w") as f:
       json.dump(results, f, indent=1)
-    print(f"wrote {_OUTPUT.value}")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

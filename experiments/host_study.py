@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments import cli
+from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import tables
 from hwnas_jax.devices import host
 from hwnas_jax.search import interface
@@ -43,6 +44,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("seeds", 20, "Runs per method, seeds 0..seeds-1.")
   flags.DEFINE_integer("probes", 10, "Latency probes K per run.")
   flags.DEFINE_string("checkpoint", None, "Trained controller (controller methods).")
+  flags.DEFINE_string("proxy", aggregate.DEFAULT_PROXY, "How proxies combine (paper: PROTOCOL.md's).")
   flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
   flags.DEFINE_string("out_dir", "results/host_study", "Where the sample, JSON and PNGs go.")
   flags.DEFINE_integer("batch_size", 1, "Images per forward pass.")
@@ -164,7 +166,8 @@ def main(argv):
   del argv
   benchmark = tables.load_benchmark(FLAGS.data_dir)
   dataset = FLAGS.dataset
-  accuracy, proxy = benchmark.accuracy(dataset), benchmark.proxy(dataset)
+  accuracy = benchmark.accuracy(dataset)
+  proxy = benchmark.proxy(dataset, cli.check_proxy(benchmark, FLAGS.proxy, [dataset]))
   methods = available_methods(FLAGS.methods, FLAGS.checkpoint)
   settings = {"dataset": dataset, "batch_size": FLAGS.batch_size, "image_size": FLAGS.image_size,
               "channels": FLAGS.channels, "num_cells": FLAGS.num_cells,

@@ -42,12 +42,12 @@ def main(argv):
     print(f"no benchmark bundle: set ${tables.DATA_DIR_ENV} for the real-device table")
     return
   benchmark = tables.load_benchmark(_DATA_DIR.value).select_devices(tables.VALIDATION_DEVICES)
-  methods = {name: registry.make_methods(name, _WORKDIR.value) for name in _METHODS}
+  methods = {name: registry.make_methods(name, _WORKDIR.value, config.proxy) for name in _METHODS}
   results = protocol.evaluate(
       benchmark, methods, benchmark.devices, benchmark.datasets,
       lambda device: [protocol.percentile_budget(benchmark.latency(device), q)
                       for q in (10, 25, 50)],
-      config.num_probes, _EPISODES.value, seed=0,
+      config.num_probes, _EPISODES.value, seed=0, proxy=config.proxy,
       progress=lambda cells: tqdm(cells, desc="evaluate", unit="cell"))
   print(protocol.format_table(results["rows"], results["summary"]))
   path = os.path.join(_WORKDIR.value, "results.json")

@@ -22,6 +22,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
 _PROXY_FILES = flags.DEFINE_list("proxy_files", [], "dataset:PATH.npz proxy tables replacing the bundle's.")
+_PROXY_DIRS = flags.DEFINE_list("proxy_dirs", [], "Folders of extra proxies_<dataset>.npz (score_proxies).")
 _FRESH = flags.DEFINE_bool("fresh", False, "Start afresh: delete the workdir's checkpoints first.")
 
 
@@ -30,7 +31,7 @@ def main(argv):
   config = cli.checked_config(_CONFIG.value)
   metrics = train.train_and_evaluate(config, _WORKDIR.value, _DATA_DIR.value,
                                      proxy_files=cli.proxy_files(_PROXY_FILES.value),
-                                     fresh=_FRESH.value)
+                                     fresh=_FRESH.value, proxy_dirs=_PROXY_DIRS.value)
   print({k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
 
 

@@ -24,6 +24,7 @@ from absl import flags
 import numpy as np
 
 from experiments import cli
+from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import interface
 from hwnas_jax.search import plots
@@ -41,6 +42,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("probes", 10, "Latency probes K.")
   flags.DEFINE_string("method", "lsq", "A method of hwnas_jax.search (search.make_method).")
   flags.DEFINE_string("checkpoint", None, "Trained controller (controller methods).")
+  flags.DEFINE_string("proxy", aggregate.DEFAULT_PROXY, "How proxies combine (paper: PROTOCOL.md's).")
   flags.DEFINE_integer("seed", 0, "Seed of the method.")
   flags.DEFINE_string("output", None, "JSON record; the plot goes beside it (.png).")
   flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
@@ -65,7 +67,7 @@ def main(argv):
   device, table = session.make_device(FLAGS.device, dataset, host_kwargs, FLAGS.data_dir)
   if table is not None:
     session.check_table_budget(device.name, table, budget_ms)
-  proxy = benchmark.proxy(dataset)
+  proxy = benchmark.proxy(dataset, cli.check_proxy(benchmark, FLAGS.proxy, [dataset]))
   task = interface.Task(dataset, budget_ms, FLAGS.probes, proxy)
   print(f"searching {device.name!r} ({FLAGS.device}) for {dataset} within {budget_ms:.4g} ms, "
         f"method {FLAGS.method}, K={task.num_probes}, seed {FLAGS.seed}")

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from tqdm import tqdm
 
 from experiments import cli
+from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import protocol
 from hwnas_jax.search import registry
@@ -33,6 +34,7 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "meta_train --workdir(s) o
 _METHODS = flags.DEFINE_list("methods", ["controller", "lsq", "random"], "Methods.")
 _EPISODES = flags.DEFINE_integer("episodes", 25, "Episodes per cell.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the episodes.")
+_PROXY = flags.DEFINE_string("proxy", aggregate.DEFAULT_PROXY, "How proxies combine (paper: PROTOCOL.md's).")
 _OUTPUT = flags.DEFINE_string("output", "results/probe_curve.json", "JSON path; PNG beside it.")
 
 
@@ -67,7 +69,8 @@ def main(argv):
   values = parse_values(_SWEEP.value, _VALUES.value)
   output = cli.checked_output(_OUTPUT.value)
   benchmark = tables.load_benchmark(_DATA_DIR.value).select_devices(tables.VALIDATION_DEVICES)
-  methods = {name: registry.make_methods(name, _CHECKPOINT.value)
+  cli.check_proxy(benchmark, _PROXY.value, benchmark.datasets)
+  methods = {name: registry.make_methods(name, _CHECKPOINT.value, _PROXY.value)
              for name in registry.check_names(_METHODS.value)}
   curve = {name: {} for name in methods}
   label = "K" if _SWEEP.value == "probes" else "sigma"
@@ -78,14 +81,14 @@ def main(argv):
         benchmark, methods, benchmark.devices, benchmark.datasets,
         lambda device: [protocol.percentile_budget(benchmark.latency(device), q)
                         for q in (10, 25, 50)], probes, _EPISODES.value, _SEED.value,
-        noise=noise)
+        noise=noise, proxy=_PROXY.value)
     for name, summary in results["summary"].items():
       curve[name][value] = summary
   print(format_curve(curve, label))
   with open(output, "w") as f:
     json.dump({"sweep": _SWEEP.value, "devices": list(benchmark.devices),
                "episodes": _EPISODES.value, "seed": _SEED.value, "probes": _PROBES.value,
-               "noise": _NOISE.value, "curve": curve}, f, indent=1)
+               "noise": _NOISE.value, "proxy": _PROXY.value, "curve": curve}, f, indent=1)
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
   for name, by_value in curve.items():
     xs = list(by_value)

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from hwnas_jax.benchmark import aggregate
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -12,6 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_updates = 300
   config.budget_percentiles = (5.0, 60.0)  # budgets drawn as latency percentiles of each device
   config.prior = "mixture"          # synthetic-device prior fitted on the training devices
+  config.proxy = aggregate.DEFAULT_PROXY  # accuracy proxy (experiments.proxy_study's pick)
   config.hidden_size = 64
   # PPO
   config.learning_rate = 3e-4

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import numbers
-from typing import Mapping
+
+from hwnas_jax.benchmark import aggregate
 
 NAMES = ("controller", "paper_controller")
 PRIORS = ("mixture", "paper")
@@ -65,12 +66,14 @@ def _choice(config, key: str, choices) -> str:
   return config[key]
 
 
-def validate(config, proxies: Mapping | None = None) -> None:
+def validate(config) -> None:
   """ValueError, with the key and the allowed values, for anything a run cannot use."""
   _choice(config, "name", NAMES)
   _choice(config, "prior", PRIORS)
-  if proxies is not None:
-    _choice(config, "proxy", tuple(proxies))
+  try:
+    aggregate.parse(config.proxy, terms=None)  # its terms are checked against the data
+  except ValueError as error:
+    raise ValueError(f"config.proxy: {error}") from None
   for key in ("num_probes", "num_devices", "num_updates", "hidden_size", "num_epochs",
               "num_minibatches", "eval_every", "eval_devices", "checkpoint_every",
               "num_shards", "num_seeds"):

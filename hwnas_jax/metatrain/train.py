@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
 from hwnas_jax.devices import synthetic
@@ -69,33 +70,36 @@ def make_data(config, proxies_raw: np.ndarray, prior) -> TrainData:
 
 
 def training_data(config, data_dir: str | None = None,
-                  proxy_files: dict[str, str] | None = None) -> tuple[TrainData, str]:
+                  proxy_files: dict[str, str] | None = None,
+                  proxy_dirs=()) -> tuple[TrainData, str]:
   """(`TrainData`, what it was made from).
 
-  With the bundle: the paper's proxy and a prior fitted on the 13 training devices.
-  Without it (no --data_dir, no $HWNAS_DATA_DIR): the parameter count as the proxy and
-  the prior embedded in the package (fitted on the same training devices).
+  With the bundle: the proxy `config.proxy` (extra proxy tables from `proxy_files` or
+  `proxy_dirs`) and a prior fitted on the 13 training devices. Without it (no --data_dir,
+  no $HWNAS_DATA_DIR): the parameter count as the proxy and the prior embedded in the
+  package (fitted on the same training devices).
   """
   if data_dir is None and not os.environ.get(tables.DATA_DIR_ENV):
     if config.prior == "paper":
       raise tables.BenchmarkDataError("the paper prior is fitted on the bundle's training "
                                       f"devices: set ${tables.DATA_DIR_ENV} or --data_dir")
-    proxies = np.stack([tables.minmax(searchspace.flops_params_table(d)[1])
+    proxies = np.stack([aggregate.minmax(searchspace.flops_params_table(d)[1])
                         for d in searchspace.DATASETS])
     raw = importlib.resources.files("hwnas_jax").joinpath(EMBEDDED_PRIOR).read_text()
     embedded = json.loads(raw)
     prior = synthetic.prior_from_shapes(np.asarray(embedded["shapes"]))
     return make_data(config, proxies, prior), (
         f"NO BENCHMARK BUNDLE (set ${tables.DATA_DIR_ENV}): embedded defaults, the parameter "
-        f"count as accuracy proxy and the prior of hwnas_jax/{EMBEDDED_PRIOR} (fitted on "
+        f"count as accuracy proxy (not config.proxy={config.proxy!r}, which needs the bundle) "
+        f"and the prior of hwnas_jax/{EMBEDDED_PRIOR} (fitted on "
         f"{', '.join(embedded['devices'])})")
-  benchmark = tables.load_benchmark(data_dir, proxy_files=proxy_files)
+  benchmark = tables.load_benchmark(data_dir, proxy_files=proxy_files, proxy_dirs=proxy_dirs)
   training = synthetic.training_tables(benchmark)
-  proxies = np.stack([benchmark.proxy(d) for d in searchspace.DATASETS])
+  proxies = np.stack([benchmark.proxy(d, config.proxy) for d in searchspace.DATASETS])
   prior = (synthetic.fit_paper_prior(training) if config.prior == "paper"
            else synthetic.fit_prior(training))
   return make_data(config, proxies, prior), (
-      f"bundle {benchmark.source}: the paper proxy of {', '.join(searchspace.DATASETS)}; "
+      f"bundle {benchmark.source}: proxy {config.proxy!r} of {', '.join(searchspace.DATASETS)}; "
       f"{config.prior} prior fitted on {len(training)} training devices ({', '.join(training)})")
 
 
@@ -238,14 +242,14 @@ def _seed_states(config, trainer: Trainer, workdir: str, resuming: bool):
 def train_and_evaluate(config, workdir: str, data_dir: str | None = None,
                        log: Callable[[str], None] = print,
                        proxy_files: dict[str, str] | None = None,
-                       fresh: bool = False) -> dict[str, Any]:
+                       fresh: bool = False, proxy_dirs=()) -> dict[str, Any]:
   """Meta-train `config.num_seeds` controllers into `workdir`, resuming from its checkpoints.
 
   Returns the last update's metrics averaged over seeds, with each seed's under "seeds".
   `proxy_files` maps a dataset to a proxy table (e.g. from experiments.score_proxies).
   """
   config_lib.validate(config)
-  data, source = training_data(config, data_dir, proxy_files)
+  data, source = training_data(config, data_dir, proxy_files, proxy_dirs)
   log(f"meta-training data: {source}")
   resuming = checkpoint.open_run(workdir, config, source, fresh)
   seeds = checkpoint.seeds_of(config)

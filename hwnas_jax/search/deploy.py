@@ -10,6 +10,7 @@ reward was computed with (`noise.answer`).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -84,8 +85,8 @@ def paper_method(model: paper.PaperPolicy, params) -> interface.Method:
   return method
 
 
-def load_methods(workdir: str, untrained: bool = False) -> tuple[str, list[interface.Method]]:
-  """(the controller's name, one method per trained seed) of a meta-training workdir.
+def load_methods(workdir: str, untrained: bool = False) -> tuple[Any, list[interface.Method]]:
+  """(the run's config, one method per trained seed) of a meta-training workdir.
 
   `untrained`: the same controllers with the parameters they started from, to show what
   meta-training adds.
@@ -96,4 +97,4 @@ def load_methods(workdir: str, untrained: bool = False) -> tuple[str, list[inter
     policies = [(seed, init(jax.random.key(seed)).params) for seed, _ in policies]
   model = train.make_model(config)
   make = paper_method if config.name == "paper_controller" else controller_method
-  return config.name, [make(model, params) for _, params in policies]
+  return config, [make(model, params) for _, params in policies]

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark.tables import Benchmark
 from hwnas_jax.devices.table import NoisyTableDevice, TableDevice
@@ -111,7 +112,8 @@ def run_episode(method: interface.Method, task: interface.Task, device: TableDev
 
 def evaluate_cell(method_name: str, methods: Sequence[interface.Method] | None,
                   benchmark: Benchmark, device: str, dataset: str, budget: Budget,
-                  num_probes: int, num_episodes: int, seed: int, noise: float = 0.0) -> dict:
+                  num_probes: int, num_episodes: int, seed: int, noise: float = 0.0,
+                  proxy: str = aggregate.DEFAULT_PROXY) -> dict:
   """One row of the results table.
 
   `methods` holds one method per trained seed (one for a hand-written baseline); None
@@ -119,7 +121,7 @@ def evaluate_cell(method_name: str, methods: Sequence[interface.Method] | None,
   seeds, and `seed_mean_accuracy` lists each seed's.
   """
   latency_ms = benchmark.latency(device)
-  accuracy, proxy = benchmark.accuracy(dataset), benchmark.proxy(dataset)
+  accuracy, proxy_name, proxy = benchmark.accuracy(dataset), proxy, benchmark.proxy(dataset, proxy)
   check_budget(device, latency_ms, budget)
   oracle_accuracy = float(accuracy[oracle(latency_ms, accuracy, proxy, budget.budget_ms)])
   proxy_oracle_accuracy = float(
@@ -144,6 +146,7 @@ def evaluate_cell(method_name: str, methods: Sequence[interface.Method] | None,
       "method": method_name, "device": device, "dataset": dataset,
       "budget_percentile": budget.percentile, "budget_ms": budget.budget_ms,
       "probes": num_probes, "episodes": num_episodes, "noise": float(noise),
+      "proxy": proxy_name,
       "seeds": len(seed_means),
       "mean_accuracy": mean_accuracy, "std_accuracy": float(np.std(scores)),
       "seed_mean_accuracy": seed_means.tolist(),
@@ -207,12 +210,12 @@ def evaluate(benchmark: Benchmark, methods: Mapping[str, Sequence[interface.Meth
              devices: Sequence[str], datasets: Sequence[str],
              budgets: Callable[[str], Sequence[Budget]], num_probes: int, num_episodes: int,
              seed: int, progress: Callable[[Iterable], Iterable] = iter,
-             noise: float = 0.0) -> dict:
+             noise: float = 0.0, proxy: str = aggregate.DEFAULT_PROXY) -> dict:
   """Every cell of the grid; `budgets(device)` gives that device's budgets. `methods` maps
   a name to its methods (one per seed; `registry.make_methods`) or None for a reference."""
   cells = [(name, device, dataset, budget) for device in devices for dataset in datasets
            for budget in budgets(device) for name in methods]
   rows = [evaluate_cell(name, methods[name], benchmark, device, dataset, budget, num_probes,
-                        num_episodes, seed, noise)
+                        num_episodes, seed, noise, proxy)
           for name, device, dataset, budget in progress(cells)]
   return {"rows": rows, "summary": summarize(rows)}

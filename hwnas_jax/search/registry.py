@@ -7,6 +7,8 @@ meta-trained controllers, one method for a hand-written baseline, and None for a
 
 from __future__ import annotations
 
+from typing import Callable
+
 from hwnas_jax.search import baselines
 from hwnas_jax.search import deploy
 from hwnas_jax.search import interface
@@ -31,11 +33,13 @@ def check_names(names) -> list[str]:
   return names
 
 
-def make_methods(name: str, checkpoint: str | None = None) -> list[interface.Method] | None:
+def make_methods(name: str, checkpoint: str | None = None, proxy: str | None = None,
+                 log: Callable[[str], None] = print) -> list[interface.Method] | None:
   """The method(s) called `name`; None for a reference of `protocol.REFERENCES`.
 
   A controller comes from `checkpoint`: one meta_train --workdir, or several separated by
-  commas (the first that trained `name` is used), with one method per trained seed.
+  commas (the first that trained `name` is used), with one method per trained seed. When
+  it was trained on another proxy than the evaluation's `proxy`, `log` says so.
   """
   check_names([name])
   if name in protocol.REFERENCES:
@@ -47,8 +51,11 @@ def make_methods(name: str, checkpoint: str | None = None) -> list[interface.Met
   untrained = name.startswith(UNTRAINED)
   found = []
   for workdir in checkpoint.split(","):
-    trained, methods = deploy.load_methods(workdir, untrained)
-    if trained == name.removeprefix(UNTRAINED):
+    config, methods = deploy.load_methods(workdir, untrained)
+    if config.name == name.removeprefix(UNTRAINED):
+      if proxy is not None and config.get("proxy", "paper") != proxy:
+        log(f"note: {name} of {workdir!r} was meta-trained on proxy "
+            f"{config.get('proxy', 'paper')!r} and is evaluated with proxy {proxy!r}")
       return methods
-    found.append(f"{workdir!r} holds a {trained!r} run")
+    found.append(f"{workdir!r} holds a {config.name!r} run")
   raise ValueError(f"no {name!r} run in --checkpoint: {'; '.join(found)}")

@@ -26,10 +26,11 @@ class SearchError(ValueError):
   """A readable reason the search could not give an answer (`cli.run` prints it, no traceback)."""
 
 
-def resolve_method(name: str, checkpoint: str | None = None) -> interface.Method:
+def resolve_method(name: str, checkpoint: str | None = None,
+                   proxy: str | None = None) -> interface.Method:
   """A search method by name (a controller's first trained seed)."""
   try:
-    methods = registry.make_methods(name, checkpoint=checkpoint)
+    methods = registry.make_methods(name, checkpoint=checkpoint, proxy=proxy)
   except (ValueError, FileNotFoundError) as error:
     raise SearchError(f"method {name!r} is not available: {error}") from error
   if methods is None:

@@ -21,8 +21,10 @@ NAMES = (*baselines.BASELINES, *CONTROLLERS, *(UNTRAINED + c for c in CONTROLLER
 
 
 def check_names(names) -> list[str]:
-  """The method names as a list; ValueError for an unknown one or one named twice."""
+  """The method names as a list; ValueError for none, an unknown one or one named twice."""
   names = list(names)
+  if not names:
+    raise ValueError(f"no method given; known: {', '.join(NAMES)}")
   unknown = [n for n in names if n not in NAMES]
   if unknown:
     raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; known: "

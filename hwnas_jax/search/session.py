@@ -89,7 +89,7 @@ def run_search(device, method: interface.Method, task: interface.Task, seed: int
     raise interface.ProbeLimitExceeded(
         f"the method asked for more than {task.num_probes} probes (and went on after being "
         "refused)")
-  answer = None if answer is None else searchspace.check_index(answer)
+  answer = interface.checked_answer(answer)
   valid = budgeted.is_valid(answer, task.budget_ms)
   details = host_records[first_record:] if host_records is not None else []
   probes = []

@@ -1,5 +1,6 @@
 """Shared entry-point plumbing: bad input ends in one readable line, not a traceback."""
 
+import math
 import os
 import sys
 
@@ -11,8 +12,10 @@ from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark.tables import BenchmarkDataError
 from hwnas_jax.devices.interface import DeviceError
 from hwnas_jax.metatrain import config as config_lib
+from hwnas_jax.search import registry
 
-USER_ERRORS = (BenchmarkDataError, DeviceError, ValueError, KeyError, FileNotFoundError,
+# OSError: a path that cannot be read or written is the user's to fix, not a traceback.
+USER_ERRORS = (BenchmarkDataError, DeviceError, ValueError, KeyError, OSError,
                IndexError, TypeError)
 
 
@@ -55,24 +58,117 @@ def proxy_files(items) -> dict[str, str]:
   return files
 
 
-def checked_output(path: str | None, overwrite_note: bool = True) -> str | None:
+def checked_output(path: str | None, overwrite_note: bool = True,
+                   flag: str = "--output") -> str | None:
   """An output file path checked before any work: not a folder, its folder creatable, and a
   note when an existing file will be replaced (results are never overwritten silently)."""
   if not path:
     return path
   if os.path.isdir(path):
-    raise ValueError(f"--output {path!r} is a folder; give a file path such as "
+    raise ValueError(f"{flag} {path!r} is a folder; give a file path such as "
                      f"{os.path.join(path, 'results.json')!r}")
   folder = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(folder, exist_ok=True)
   except OSError as error:
-    raise ValueError(f"--output {path!r}: cannot create its folder ({error})") from None
+    raise ValueError(f"{flag} {path!r}: cannot create its folder ({error})") from None
   if not os.access(folder, os.W_OK):
-    raise ValueError(f"--output {path!r}: its folder is not writable")
+    raise ValueError(f"{flag} {path!r}: its folder is not writable")
   if os.path.exists(path) and overwrite_note:
     print(f"note: {path} exists and will be replaced when this run finishes")
   return path
+
+
+def checked_folder(path: str, flag: str) -> str:
+  """An output folder checked before any work: not a file, creatable and writable."""
+  if not path:
+    raise ValueError(f"{flag} is empty; give a folder")
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"{flag} {path!r} is a file, not a folder")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as error:
+    raise ValueError(f"{flag} {path!r}: cannot create it ({error})") from None
+  if not os.access(path, os.W_OK):
+    raise ValueError(f"{flag} {path!r} is not writable")
+  return path
+
+
+def names(flag: str, values, known) -> list[str]:
+  """A list flag of names: one or more, each known, none twice (a name given twice would
+  count its cells twice)."""
+  values, known = list(values), list(known)
+  if not values:
+    raise ValueError(f"{flag} is empty; give one or more of: {', '.join(known)}")
+  unknown = [v for v in values if v not in known]
+  if unknown:
+    raise ValueError(f"{flag}: unknown {', '.join(map(repr, unknown))}; known: "
+                     f"{', '.join(known)}")
+  twice = sorted({v for v in values if values.count(v) > 1})
+  if twice:
+    raise ValueError(f"{flag} names {', '.join(map(repr, twice))} twice")
+  return values
+
+
+def whole(flag: str, value, minimum: int = 1) -> int:
+  """An integer flag checked against its least allowed value (absl checks only the type)."""
+  if value is None or isinstance(value, bool) or value != int(value) or value < minimum:
+    raise ValueError(f"{flag} must be a whole number >= {minimum}, got {value!r}")
+  return int(value)
+
+
+def number(flag: str, value, minimum: float = 0.0, inclusive: bool = True) -> float:
+  """A float flag: finite, and >= `minimum` (> when not `inclusive`)."""
+  ok = (value is not None and math.isfinite(value)
+        and (value >= minimum if inclusive else value > minimum))
+  if not ok:
+    raise ValueError(f"{flag} must be a finite number {'>=' if inclusive else '>'} "
+                     f"{minimum:g}, got {value!r}")
+  return float(value)
+
+
+def numbers(flag: str, values, minimum: float = 0.0, maximum: float = math.inf,
+            allow_minimum: bool = False) -> list[float]:
+  """A list flag of numbers in (minimum, maximum] ([minimum, ...] with `allow_minimum`),
+  one or more, none twice."""
+  values = list(values)
+  if not values:
+    raise ValueError(f"{flag} is empty; give one or more numbers")
+  parsed = []
+  for item in values:
+    try:
+      value = float(item)
+    except (TypeError, ValueError):
+      raise ValueError(f"{flag}: {item!r} is not a number") from None
+    low_ok = value >= minimum if allow_minimum else value > minimum
+    if not (math.isfinite(value) and low_ok and value <= maximum):
+      interval = (f"{'[' if allow_minimum else '('}{minimum:g}, "
+                  + ("inf)" if math.isinf(maximum) else f"{maximum:g}]"))
+      raise ValueError(f"{flag}: {item!r} is outside {interval}")
+    parsed.append(value)
+  twice = sorted({v for v in parsed if parsed.count(v) > 1})
+  if twice:
+    raise ValueError(f"{flag} gives {', '.join(f'{v:g}' for v in twice)} twice")
+  return parsed
+
+
+def host_settings(fv, prefix: str) -> dict:
+  """The host network's flags (`--{prefix}channels`, ...) as HostDevice arguments, checked:
+  sizes and counts >= 1, warmup >= 0."""
+  settings = {key: whole(f"--{prefix}{key}", fv[prefix + key].value,
+                         minimum=0 if key == "warmup" else 1)
+              for key in ("batch_size", "channels", "num_cells", "repeats", "warmup")}
+  size = fv[prefix + "image_size"].value
+  settings["image_size"] = None if size is None else whole(f"--{prefix}image_size", size)
+  return settings
+
+
+def note_unused_checkpoint(checkpoint: str | None, methods) -> None:
+  """A note when --checkpoint is given but no method reads it (it would be ignored)."""
+  if checkpoint and not any(m.removeprefix(registry.UNTRAINED) in registry.CONTROLLERS
+                            for m in methods):
+    print(f"note: --checkpoint {checkpoint!r} is not used: none of --methods "
+          f"({', '.join(methods)}) is a controller")
 
 
 def check_proxy(benchmark, name: str, datasets) -> str:

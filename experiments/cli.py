@@ -1,5 +1,6 @@
 """Shared entry-point plumbing: bad input ends in one readable line, not a traceback."""
 
+import contextlib
 import math
 import os
 import sys
@@ -19,22 +20,61 @@ USER_ERRORS = (BenchmarkDataError, DeviceError, ValueError, KeyError, OSError,
                IndexError, TypeError)
 
 
-def run(main):
-  """`absl.app.run(main)`, printing user errors as `error: ...` and exiting with 2."""
+def run(main, define_flags=None):
+  """Define the flags (`define_flags()`) and `absl.app.run(main)`, printing user errors as
+  `error: ...` and exiting with 2."""
 
   def guarded(argv):
     try:
       return main(argv)
     except USER_ERRORS as error:
-      message = error.args[0] if isinstance(error, KeyError) and error.args else error
-      print(f"error: {message}", file=sys.stderr)
-      sys.exit(2)
+      fail(message(error))
 
-  app.run(guarded)
+  if define_flags is not None:
+    with _flag_errors(sys.argv):  # a config flag reads its --config.KEY overrides here
+      define_flags()
+
+  def parse_flags(argv):
+    with _flag_errors(argv):
+      return app.parse_flags_with_usage(argv)
+
+  app.run(guarded, flags_parser=parse_flags)
+
+
+def message(error: BaseException) -> str:
+  """What `run` prints for a user error (a KeyError's text without its quotes)."""
+  return str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+
+
+def fail(text) -> None:
+  print(f"error: {text}", file=sys.stderr)
+  sys.exit(2)
+
+
+@contextlib.contextmanager
+def _flag_errors(argv):
+  """A config file that cannot be loaded, or a `--config.KEY=` the config lacks, in one
+  line (ml_collections raises them raw while the flags are defined or parsed)."""
+  try:
+    yield
+  except (AttributeError, KeyError) as error:
+    key = str(error).strip("\"'")
+    overrides = [a for a in argv[1:] if a.startswith("--")
+                 and key in a.split("=")[0].split(".")[1:]]
+    if overrides:
+      fail(f"{overrides[0]}: the config has no key {key!r} (the schema is "
+           "experiments/configs/default.py)")
+    fail(f"cannot load the flags ({type(error).__name__}: {error}); a --config file must "
+         "define get_config() returning an ml_collections.ConfigDict")
+  except (SyntaxError, ImportError, OSError, TypeError, ValueError) as error:
+    fail(f"cannot load the flags: {type(error).__name__}: {error}")
 
 
 def checked_config(config):
   """The config, its keys checked against default.py's and its values against their rules."""
+  if not hasattr(config, "items") or not hasattr(config, "to_dict"):
+    raise ValueError("the --config file's get_config() must return an "
+                     f"ml_collections.ConfigDict, got {type(config).__name__}")
   config_lib.check_keys(config, default.get_config())
   config_lib.validate(config)
   return config

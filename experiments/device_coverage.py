@@ -291,5 +291,4 @@ def main(argv: Sequence[str], fv: flags.FlagValues = FLAGS) -> None:
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

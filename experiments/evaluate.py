@@ -117,5 +117,4 @@ def main(argv, fv: flags.FlagValues = FLAGS):
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

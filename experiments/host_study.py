@@ -6,8 +6,8 @@ r"""The machine itself as the target device: search it with K probes, against a 
    (`hwnas_jax.host.HostDevice`) as a ground-truth sample; saved to an .npz in `--out_dir`
    and reused by reruns with the same settings.
 2. Sets the budget to the sample's median latency.
-3. Runs each method of `--methods` (an unknown name is an error; one that cannot run here,
-   such as a controller without `--checkpoint`, is skipped with a note) for
+3. Runs each method of `--methods` (a controller without `--checkpoint` is skipped with a
+   note; an unknown name or a broken `--checkpoint` is an error) for
    `--seeds` seeds, K probes each, each run on a fresh HostDevice (so every probe compiles).
 4. Reports each answer's test accuracy (bundle, for information), its latency re-measured
    after the search, where that lies in the sample (percentile rank), and the time per probe.
@@ -74,11 +74,15 @@ def measure_sample(device: host.HostDevice, indices: np.ndarray, path: str) -> d
   """Latencies of `indices` on `device`, from `path` if it holds them for the same settings."""
   settings = json.dumps(device.settings(), sort_keys=True)
   if os.path.isfile(path):
-    with np.load(path) as saved:
-      if str(saved["settings"]) == settings and np.array_equal(saved["index"], indices):
-        print(f"reusing the measured sample {path}")
-        return {key: saved[key] for key in saved.files} | {"reused": True}
-    print(f"{path} was measured with other settings or architectures: measuring again")
+    try:
+      with np.load(path) as saved:
+        if str(saved["settings"]) == settings and np.array_equal(saved["index"], indices):
+          print(f"reusing the measured sample {path}")
+          return {key: saved[key] for key in saved.files} | {"reused": True}
+      print(f"note: {path} was measured with other settings or architectures: measuring "
+            "again and replacing it")
+    except Exception as error:  # pylint: disable=broad-except  # a damaged or foreign file
+      print(f"note: cannot read the sample {path} ({error}): measuring again and replacing it")
   start = time.perf_counter()
   for index in tqdm(indices, desc="host sample", unit="arch"):
     device.measure(int(index))
@@ -93,13 +97,15 @@ def measure_sample(device: host.HostDevice, indices: np.ndarray, path: str) -> d
 
 
 def available_methods(names, checkpoint):
-  """{name: method} for the names the registry can give; a note for each it cannot."""
+  """{name: method} for `names`. A controller without --checkpoint is skipped with a note
+  (the default --methods names one); anything else that cannot be made, a broken
+  --checkpoint or a reference, is an error: skipping it would hide the mistake."""
   methods = {}
   for name in names:
-    try:
-      methods[name] = session.resolve_method(name, checkpoint)
-    except session.SearchError as error:
-      print(f"note: skipping {name}: {error}")
+    if name.removeprefix(registry.UNTRAINED) in registry.CONTROLLERS and not checkpoint:
+      print(f"note: skipping {name}: it needs --checkpoint (a meta_train --workdir)")
+      continue
+    methods[name] = session.resolve_method(name, checkpoint)
   return methods
 
 
@@ -268,5 +274,4 @@ def plot_study(records, rows, proxy, background, budget_ms, path):
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

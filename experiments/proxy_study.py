@@ -33,7 +33,6 @@ precomputed arrays.
 from __future__ import annotations
 
 import json
-import os
 from typing import Mapping, Sequence
 
 from absl import flags
@@ -324,5 +323,4 @@ def main(argv, fv: flags.FlagValues = FLAGS):
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

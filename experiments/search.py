@@ -15,10 +15,7 @@ Writes the JSON record to --output and a plot beside it (same stem, .png).
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from typing import Any
 
 from absl import flags
 import numpy as np
@@ -100,5 +97,4 @@ def main(argv, fv: flags.FlagValues = FLAGS):
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

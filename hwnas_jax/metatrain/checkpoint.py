@@ -26,6 +26,7 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint.msgpack"
 METRICS = "metrics.jsonl"
 CURVE = "training_curve.png"
+QUOTES = "\"'"  # around a KeyError's key, twice over in ConfigDict's AttributeError
 
 
 def seed_dir(workdir: str, seed: int) -> str:
@@ -106,14 +107,23 @@ def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with, its values checked (`config_lib.validate`), so
+  a damaged config.json is named here rather than failing deep inside a model."""
   path = os.path.join(workdir, CONFIG)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no meta-training run in {workdir!r} (looked for {path})")
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f)["config"])
-  except (ValueError, KeyError, TypeError) as error:
-    raise ValueError(f"{path!r} is not a meta-training config: {error}") from error
+      config = ml_collections.ConfigDict(json.load(f)["config"])
+    if "proxy" not in config:  # written before config.proxy existed: the paper's proxy
+      config.proxy = "paper"
+    config_lib.validate(config)
+  except (KeyError, AttributeError) as error:  # a key the config was saved without
+    raise ValueError(f"{path!r} is not a meta-training config: it lacks the key "
+                     f"{str(error).strip(QUOTES)!r}") from None
+  except (ValueError, TypeError) as error:
+    raise ValueError(f"{path!r} is not a meta-training config: {error}") from None
+  return config
 
 
 def _serializable(state) -> dict:

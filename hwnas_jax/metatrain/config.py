@@ -31,8 +31,13 @@ def _flat(config, prefix: str = "") -> dict:
 
 
 def check_keys(config, schema) -> None:
-  """ValueError naming every key of `config` that `schema` lacks (with close matches)."""
+  """ValueError naming every key of `config` that `schema` lacks (with close matches), or
+  every key of `schema` that `config` lacks (a config file built from scratch)."""
   known = _flat(schema)
+  missing = [key for key in known if key not in _flat(config)]
+  if missing:
+    raise ValueError(f"config lacks key(s) {', '.join(missing)}; start the config file from "
+                     "experiments/configs/default.py's get_config()")
   unknown = [key for key in _flat(config) if key not in known]
   if unknown:
     hints = []

@@ -137,6 +137,8 @@ class ProbeBudget:
   """
 
   def __init__(self, device: Device, num_probes: int):
+    if not isinstance(device, Device):
+      raise TypeError(f"{device!r} is not a device: it needs a `name` and `measure(index)`")
     self.num_probes = checked_num_probes(num_probes)
     self.name = device.name
     self.probes: list[Probe] = []

@@ -18,7 +18,6 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from hwnas_jax.benchmark import aggregate
-from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark.tables import Benchmark
 from hwnas_jax.devices.table import NoisyTableDevice, TableDevice
 from hwnas_jax.search import interface

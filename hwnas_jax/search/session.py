@@ -61,6 +61,7 @@ def make_device(spec: str, dataset: str, host_kwargs: dict[str, Any] | None = No
 
 def check_table_budget(name: str, latency_ms: np.ndarray, budget_ms: float) -> None:
   """Refuse, before spending any probe, a budget below every architecture of a table."""
+  budget_ms = interface.checked_budget_ms(budget_ms)
   fastest = int(np.nanargmin(latency_ms))
   if budget_ms < latency_ms[fastest]:
     raise SearchError(

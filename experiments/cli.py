@@ -4,6 +4,7 @@ import contextlib
 import math
 import os
 import sys
+import tempfile
 
 from absl import app
 
@@ -93,7 +94,9 @@ def proxy_files(items) -> dict[str, str]:
     if dataset in files:
       raise ValueError(f"--proxy_files names {dataset!r} twice")
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"--proxy_files: {path!r} does not exist")
+      raise FileNotFoundError(f"--proxy_files: {path!r} "
+                              + ("is a folder, not a file" if os.path.isdir(path)
+                                 else "does not exist"))
     files[dataset] = path
   return files
 
@@ -112,8 +115,7 @@ def checked_output(path: str | None, overwrite_note: bool = True,
     os.makedirs(folder, exist_ok=True)
   except OSError as error:
     raise ValueError(f"{flag} {path!r}: cannot create its folder ({error})") from None
-  if not os.access(folder, os.W_OK):
-    raise ValueError(f"{flag} {path!r}: its folder is not writable")
+  _check_writable(folder, f"{flag} {path!r}: its folder")
   if os.path.exists(path) and overwrite_note:
     print(f"note: {path} exists and will be replaced when this run finishes")
   return path
@@ -129,9 +131,17 @@ def checked_folder(path: str, flag: str) -> str:
     os.makedirs(path, exist_ok=True)
   except OSError as error:
     raise ValueError(f"{flag} {path!r}: cannot create it ({error})") from None
-  if not os.access(path, os.W_OK):
-    raise ValueError(f"{flag} {path!r} is not writable")
+  _check_writable(path, f"{flag} {path!r}")
   return path
+
+
+def _check_writable(folder: str, what: str) -> None:
+  """A file can be created in `folder` (tried: `os.access` says yes to root everywhere)."""
+  try:
+    with tempfile.TemporaryFile(dir=folder):
+      pass
+  except OSError as error:
+    raise ValueError(f"{what} is not writable ({error.strerror or error})") from None
 
 
 def names(flag: str, values, known) -> list[str]:

@@ -52,6 +52,8 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 def parse_values(sweep: str, values) -> list:
   """--values as K (whole numbers >= 1) or sigma (numbers in [0, 5)), each given once."""
   parse = int if sweep == "probes" else float
+  if not values:
+    raise ValueError(f"--values is empty; give values of {'K' if sweep == 'probes' else 'sigma'}")
   try:
     parsed = [parse(v) for v in values]
   except ValueError as error:

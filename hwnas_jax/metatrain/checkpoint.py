@@ -53,6 +53,8 @@ def check_run(workdir: str, config, fresh: bool = False) -> bool:
   `config_lib.RESUMABLE`), a config.json that cannot be read, or checkpoints without a
   config.json (starting over would overwrite them). `--fresh` starts afresh instead.
   """
+  if not workdir:
+    raise ValueError("--workdir is empty; give the folder of the run")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"--workdir {workdir!r} is a file, not a folder")
   parent = os.path.dirname(os.path.abspath(workdir))

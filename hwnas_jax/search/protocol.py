@@ -284,6 +284,14 @@ def evaluate(benchmark: Benchmark, methods: Mapping[str, Sequence[interface.Meth
   a name to its methods (one per seed; `registry.make_methods`) or None for a reference.
   Every input is checked (`check_settings`, `grid_cells`) before the first cell runs."""
   check_settings(num_probes, num_episodes, seed, noise)
+  for name, seeds in methods.items():
+    if seeds is not None and (isinstance(seeds, str) or not hasattr(seeds, "__len__")
+                              or not seeds or not all(map(callable, seeds))):
+      raise ValueError(f"method {name!r}: expected a list of methods (one per seed; "
+                       f"registry.make_methods) or None for a reference, got {seeds!r}")
+    if seeds is None and name not in REFERENCES:
+      raise ValueError(f"{name!r} is not a reference ({', '.join(REFERENCES)}): give its "
+                       "methods")
   cells = grid_cells(benchmark, methods, devices, datasets, budgets, proxy)
   rows = [evaluate_cell(name, methods[name], benchmark, device, dataset, budget, num_probes,
                         num_episodes, seed, noise, proxy)

@@ -13,6 +13,7 @@ from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark.tables import BenchmarkDataError
 from hwnas_jax.devices.interface import DeviceError
+from hwnas_jax.metatrain import checkpoint
 from hwnas_jax.metatrain import config as config_lib
 from hwnas_jax.search import registry
 
@@ -99,6 +100,16 @@ def proxy_files(items) -> dict[str, str]:
                                  else "does not exist"))
     files[dataset] = path
   return files
+
+
+def checked_workdir(workdir: str, config, fresh: bool) -> str:
+  """A meta-training --workdir checked before any work (`checkpoint.check_run`), with a
+  note when --fresh is about to delete a run there."""
+  checkpoint.check_run(workdir, config, fresh)
+  if fresh and os.path.isfile(os.path.join(workdir, checkpoint.CONFIG)):
+    print(f"note: --fresh: the run in {workdir} (its config, checkpoints and metrics) will be "
+          "deleted")
+  return workdir
 
 
 def checked_output(path: str | None, overwrite_note: bool = True,

@@ -19,7 +19,6 @@ from experiments import cli
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import protocol
 from hwnas_jax.search import registry
-from hwnas_jax.metatrain import checkpoint
 from hwnas_jax.metatrain import train
 
 FLAGS = flags.FLAGS
@@ -45,7 +44,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   config = cli.checked_config(fv.config)
   workdir, data_dir = fv.workdir, fv.data_dir
   episodes = cli.whole("--episodes", fv.episodes)
-  checkpoint.check_run(workdir, config, fresh=fv.fresh)
+  cli.checked_workdir(workdir, config, fv.fresh)
   has_bundle = data_dir is not None or bool(os.environ.get(tables.DATA_DIR_ENV))
   benchmark = None
   if has_bundle:  # what the evaluation needs, checked before training

@@ -13,7 +13,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
-from hwnas_jax.metatrain import checkpoint
 from hwnas_jax.metatrain import train
 
 FLAGS = flags.FLAGS
@@ -42,7 +41,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 def main(argv, fv: flags.FlagValues = FLAGS):
   del argv
   config = cli.checked_config(fv.config)
-  checkpoint.check_run(fv.workdir, config, fresh=fv.fresh)
+  cli.checked_workdir(fv.workdir, config, fv.fresh)
   metrics = train.train_and_evaluate(config, fv.workdir, fv.data_dir,
                                      proxy_files=cli.proxy_files(fv.proxy_files),
                                      fresh=fv.fresh, proxy_dirs=fv.proxy_dirs)

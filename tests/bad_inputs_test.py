@@ -623,6 +623,7 @@ def test_search_larger_than_the_space_returns(method):
 
 
 def test_notes_when_results_would_be_replaced_or_ignored(ctx, capsys):
+  """Replacing results, deleting a run (--fresh) or ignoring a flag is said, not silent."""
   existing = ctx.root / "old.json"
   existing.write_text("{}")
   with pytest.raises(ValueError, match="--episodes"):
@@ -631,7 +632,12 @@ def test_notes_when_results_would_be_replaced_or_ignored(ctx, capsys):
   with pytest.raises(WorkStarted):  # every input fine: it gets as far as the work
     entry(evaluate, f"--output={existing}", f"--checkpoint={ctx.workdir}", "--methods=lsq",
           "--devices=eyeriss", "--datasets=cifar10")
+  workdir = _copy_of_run(ctx.root, "w_note")
+  with pytest.raises(WorkStarted):
+    entry(meta_train, f"--workdir={workdir}", f"--config={QUICK}", "--config.seed=3", "--fresh")
   out = capsys.readouterr().out
+  assert f"note: --fresh: the run in {workdir} (its config, checkpoints and metrics) will be " \
+      "deleted" in out
   assert f"note: {existing} exists and will be replaced when this run finishes" in out
   assert "note: --checkpoint" in out and "is not used: none of --methods (lsq)" in out
   assert existing.read_text() == "{}"

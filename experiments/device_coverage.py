@@ -30,16 +30,26 @@ import jax
 import numpy as np
 import scipy.stats
 
+from experiments import cli
 from hwnas_jax.benchmark import tables
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.devices import synthetic
 
-_DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get(tables.DATA_DIR_ENV, ""),
-                                "benchmark bundle folder (default: $HWNAS_DATA_DIR)")
-_LATENCY_FILE = flags.DEFINE_string("latency_file", None, "another latency .npz to use")
-_OUTPUT = flags.DEFINE_string("output", None, "write the report here (.json: JSON, else markdown)")
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 512, "prior samples per component")
-_SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
+FLAGS = flags.FLAGS
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """Flags of the command; defined only when run as a program, so the module imports
+  cleanly (tests define them on a FlagValues of their own)."""
+  flags.DEFINE_string("data_dir", os.environ.get(tables.DATA_DIR_ENV, ""),
+                      "benchmark bundle folder (default: $HWNAS_DATA_DIR)", flag_values=fv)
+  flags.DEFINE_string("latency_file", None, "another latency .npz to use", flag_values=fv)
+  flags.DEFINE_string("output", None, "write the report here (.json: JSON, else markdown)",
+                      flag_values=fv)
+  flags.DEFINE_integer("num_samples", 512, "prior samples per component (>= 2)",
+                       flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
+
 
 # Scale-free statistics of a latency table (mean_ms is reported beside them, not compared).
 STAT_NAMES = ("overhead_share",) + tuple(f"share_{op}" for op in searchspace.OPS) + (
@@ -262,21 +272,23 @@ def to_markdown(report: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str], fv: flags.FlagValues = FLAGS) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  benchmark = tables.load_benchmark(_DATA_DIR.value or None, latency_file=_LATENCY_FILE.value)
-  report = coverage_report(benchmark.latency_ms, _NUM_SAMPLES.value, _SEED.value)
+  output = cli.checked_output(fv.output)
+  # Typicality compares each sample with its nearest other sample: two at least.
+  num_samples, seed = cli.whole("--num_samples", fv.num_samples, 2), cli.whole("--seed", fv.seed, 0)
+  benchmark = tables.load_benchmark(fv.data_dir or None, latency_file=fv.latency_file)
+  report = coverage_report(benchmark.latency_ms, num_samples, seed)
   text = to_markdown(report)
   print(text)
-  if _OUTPUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-    with open(_OUTPUT.value, "w") as f:
-      if _OUTPUT.value.endswith(".json"):
+  if output:
+    with open(output, "w") as f:
+      if output.endswith(".json"):
         json.dump(report, f, indent=1)
       else:
         f.write(text)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, define_flags)

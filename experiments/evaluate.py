@@ -14,71 +14,101 @@ from absl import flags
 from tqdm import tqdm
 
 from hwnas_jax.benchmark import aggregate
+from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import protocol
 from hwnas_jax.search import registry
 from experiments import cli
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Benchmark bundle folder (default: $HWNAS_DATA_DIR).")
-_LATENCY_FILE = flags.DEFINE_string("latency_file", None, "Latency .npz (default: the bundle's).")
-_PROXY_FILES = flags.DEFINE_list("proxy_files", [], "dataset:PATH.npz proxy tables replacing the bundle's.")
-_PROXY_DIRS = flags.DEFINE_list("proxy_dirs", [], "Folders of extra proxies_<dataset>.npz (score_proxies).")
-_PROXY = flags.DEFINE_string("proxy", aggregate.DEFAULT_PROXY,
-                             "How proxies combine (benchmark/aggregate.py); paper: PROTOCOL.md's reference.")
-_DEVICES = flags.DEFINE_list("devices", None, "Devices (keys of the latency file); default: all.")
-_DATASETS = flags.DEFINE_list("datasets", ["cifar10", "cifar100", "ImageNet16-120"], "Datasets.")
-_BUDGETS = flags.DEFINE_list("budgets", ["10", "25", "50"], "Budget percentiles q.")
-_BUDGET_MS = flags.DEFINE_list("budget_ms", [], "Absolute budgets in ms (overrides --budgets).")
-_PROBES = flags.DEFINE_integer("probes", 10, "Latency probes K per episode.")
-_EPISODES = flags.DEFINE_integer("episodes", 25, "Episodes per cell.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the episodes.")
-_NOISE = flags.DEFINE_float("noise", 0.0, "Probe noise sigma: a probe is table x exp(sigma x N(0, 1)) "
-                            "(PROTOCOL.md, noisy devices); 0 = the exact table.")
-_METHODS = flags.DEFINE_list("methods", ["random", "rea", "lsq", "oracle", "proxy_oracle"],
-                             "Methods and references to evaluate.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "meta_train --workdir(s), comma-separated (controller methods).")
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write results.json.")
+FLAGS = flags.FLAGS
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """Flags of the command; defined only when run as a program, so the module imports
+  cleanly (tests define them on a FlagValues of their own)."""
+  flags.DEFINE_string("data_dir", None, "Benchmark bundle folder (default: $HWNAS_DATA_DIR).",
+                      flag_values=fv)
+  flags.DEFINE_string("latency_file", None, "Latency .npz (default: the bundle's).",
+                      flag_values=fv)
+  flags.DEFINE_list("proxy_files", [], "dataset:PATH.npz proxy tables replacing the bundle's.",
+                    flag_values=fv)
+  flags.DEFINE_list("proxy_dirs", [], "Folders of extra proxies_<dataset>.npz (score_proxies).",
+                    flag_values=fv)
+  flags.DEFINE_string("proxy", aggregate.DEFAULT_PROXY,
+                      "How proxies combine (benchmark/aggregate.py); paper: PROTOCOL.md's "
+                      "reference.", flag_values=fv)
+  flags.DEFINE_list("devices", None, "Devices (keys of the latency file); default: all.",
+                    flag_values=fv)
+  flags.DEFINE_list("datasets", list(searchspace.DATASETS), "Datasets.", flag_values=fv)
+  flags.DEFINE_list("budgets", ["10", "25", "50"], "Budget percentiles q, each in (0, 100].",
+                    flag_values=fv)
+  flags.DEFINE_list("budget_ms", [], "Absolute budgets in ms (overrides --budgets): 5,7,9 "
+                    "for every device, or eyeriss:5:7:9,fpga:4:5:6 per device.", flag_values=fv)
+  flags.DEFINE_integer("probes", 10, "Latency probes K per episode.", flag_values=fv)
+  flags.DEFINE_integer("episodes", 25, "Episodes per cell.", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Seed of the episodes.", flag_values=fv)
+  flags.DEFINE_float("noise", 0.0, "Probe noise sigma: a probe is table x exp(sigma x N(0, 1)) "
+                     "(PROTOCOL.md, noisy devices); 0 = the exact table.", flag_values=fv)
+  flags.DEFINE_list("methods", ["random", "rea", "lsq", "oracle", "proxy_oracle"],
+                    "Methods and references to evaluate.", flag_values=fv)
+  flags.DEFINE_string("checkpoint", None, "meta_train --workdir(s), comma-separated "
+                      "(controller methods).", flag_values=fv)
+  flags.DEFINE_string("output", None, "Where to write results.json.", flag_values=fv)
 
 
 def parse_budgets(percentiles, absolute, devices):
-  """A function device -> list of Budget, from --budgets or --budget_ms."""
+  """A function (latency, device) -> list of Budget, from --budgets or --budget_ms, every
+  entry checked here: numbers, in range, each device given its budgets once."""
   if not absolute:
-    qs = [float(q) for q in percentiles]
+    qs = cli.numbers("--budgets", percentiles, 0.0, 100.0)
     return lambda latency, device: [protocol.percentile_budget(latency, q) for q in qs]
+  if not any(":" in item for item in absolute):
+    common = [protocol.Budget(v) for v in cli.numbers("--budget_ms", absolute)]
+    return lambda latency, device: common
   per_device = {}
-  if any(":" in item for item in absolute):
-    for item in absolute:
-      device, *values = item.split(":")
-      if device not in devices:
-        raise ValueError(f"--budget_ms names device {device!r}, not among --devices {devices}")
-      per_device[device] = [protocol.Budget(float(v)) for v in values]
-    missing = [d for d in devices if d not in per_device]
-    if missing:
-      raise ValueError(f"--budget_ms gives no budget for {missing}")
-    return lambda latency, device: per_device[device]
-  common = [protocol.Budget(float(v)) for v in absolute]
-  return lambda latency, device: common
+  for item in absolute:
+    device, sep, values = item.partition(":")
+    if not sep:
+      raise ValueError(f"--budget_ms mixes per-device entries (DEVICE:MS:MS...) with {item!r}; "
+                       "give each device its own entry, or common budgets only")
+    if device not in devices:
+      raise ValueError(f"--budget_ms names device {device!r}, not among --devices "
+                       f"{', '.join(devices)}")
+    if device in per_device:
+      raise ValueError(f"--budget_ms gives device {device!r} twice")
+    per_device[device] = [protocol.Budget(v) for v in
+                          cli.numbers(f"--budget_ms for {device!r}", values.split(":"))]
+  missing = [d for d in devices if d not in per_device]
+  if missing:
+    raise ValueError(f"--budget_ms gives no budget for {', '.join(missing)}")
+  return lambda latency, device: per_device[device]
 
 
-def main(argv):
+def main(argv, fv: flags.FlagValues = FLAGS):
   del argv
-  output = cli.checked_output(_OUTPUT.value)
-  benchmark = tables.load_benchmark(_DATA_DIR.value, _LATENCY_FILE.value,
-                                    cli.proxy_files(_PROXY_FILES.value), _PROXY_DIRS.value)
-  cli.check_proxy(benchmark, _PROXY.value, _DATASETS.value)
-  devices = _DEVICES.value or list(benchmark.devices)
+  output = cli.checked_output(fv.output)
+  probes, episodes = cli.whole("--probes", fv.probes), cli.whole("--episodes", fv.episodes)
+  seed, noise = cli.whole("--seed", fv.seed, minimum=0), cli.number("--noise", fv.noise)
+  names = cli.names("--methods", fv.methods, registry.NAMES)
+  datasets = cli.names("--datasets", fv.datasets, searchspace.DATASETS)
+  benchmark = tables.load_benchmark(fv.data_dir, fv.latency_file,
+                                    cli.proxy_files(fv.proxy_files), fv.proxy_dirs)
+  cli.check_proxy(benchmark, fv.proxy, datasets)
+  devices = (list(benchmark.devices) if fv.devices is None
+             else cli.names("--devices", fv.devices, benchmark.devices))
   benchmark = benchmark.select_devices(devices)
-  budgets_of = parse_budgets(_BUDGETS.value, _BUDGET_MS.value, devices)
-  methods = {name: registry.make_methods(name, _CHECKPOINT.value, _PROXY.value)
-             for name in registry.check_names(_METHODS.value)}
+  budgets_of = parse_budgets(fv.budgets, fv.budget_ms, devices)
+  budgets = lambda device: budgets_of(benchmark.latency(device), device)
+  # Every cell's budget checked before a controller is loaded or a cell runs.
+  protocol.grid_cells(benchmark, dict.fromkeys(names), devices, datasets, budgets, fv.proxy)
+  cli.note_unused_checkpoint(fv.checkpoint, names)
+  methods = {name: registry.make_methods(name, fv.checkpoint, fv.proxy) for name in names}
   print(f"benchmark: {benchmark.source}; latency file: "
-        f"{_LATENCY_FILE.value or 'bundle latency_ms.npz'}; devices: {', '.join(devices)}; "
-        f"proxy {_PROXY.value}; noise sigma {_NOISE.value:g}")
+        f"{fv.latency_file or 'bundle latency_ms.npz'}; devices: {', '.join(devices)}; "
+        f"proxy {fv.proxy}; noise sigma {noise:g}")
   results = protocol.evaluate(
-      benchmark, methods, devices, _DATASETS.value,
-      lambda device: budgets_of(benchmark.latency(device), device),
-      _PROBES.value, _EPISODES.value, _SEED.value, noise=_NOISE.value, proxy=_PROXY.value,
-      progress=lambda cells: tqdm(cells, desc="cells", unit="cell"))
+      benchmark, methods, devices, datasets, budgets, probes, episodes, seed, noise=noise,
+      proxy=fv.proxy, progress=lambda cells: tqdm(cells, desc="cells", unit="cell"))
   print(protocol.format_table(results["rows"], results["summary"]))
   if output:
     with open(output, "w") as f:
@@ -87,4 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, define_flags)

@@ -6,7 +6,8 @@ r"""The machine itself as the target device: search it with K probes, against a 
    (`hwnas_jax.host.HostDevice`) as a ground-truth sample; saved to an .npz in `--out_dir`
    and reused by reruns with the same settings.
 2. Sets the budget to the sample's median latency.
-3. Runs each method of `--methods` (those not in the registry are skipped with a note) for
+3. Runs each method of `--methods` (a controller without `--checkpoint` is skipped with a
+   note; an unknown name or a broken `--checkpoint` is an error) for
    `--seeds` seeds, K probes each, each run on a fresh HostDevice (so every probe compiles).
 4. Reports each answer's test accuracy (bundle, for information), its latency re-measured
    after the search, where that lies in the sample (percentile rank), and the time per probe.
@@ -29,6 +30,7 @@ from hwnas_jax.benchmark import tables
 from hwnas_jax.devices import host
 from hwnas_jax.search import interface
 from hwnas_jax.search import plots
+from hwnas_jax.search import registry
 from hwnas_jax.search import session
 from hwnas_jax.benchmark import searchspace
 
@@ -36,23 +38,31 @@ FLAGS = flags.FLAGS
 SAMPLE_FIELDS = ("latency_ms", "iqr_ms", "std_ms", "build_s", "compile_s", "wall_s")
 
 
-def define_flags() -> None:
-  flags.DEFINE_enum("dataset", "cifar10", list(searchspace.DATASETS), "Dataset.")
-  flags.DEFINE_integer("num_archs", 200, "Architectures in the ground-truth sample.")
-  flags.DEFINE_integer("sample_seed", 0, "Seed of the sampled architectures.")
-  flags.DEFINE_list("methods", ["controller", "lsq", "random"], "Search methods.")
-  flags.DEFINE_integer("seeds", 20, "Runs per method, seeds 0..seeds-1.")
-  flags.DEFINE_integer("probes", 10, "Latency probes K per run.")
-  flags.DEFINE_string("checkpoint", None, "Trained controller (controller methods).")
-  flags.DEFINE_string("proxy", aggregate.DEFAULT_PROXY, "How proxies combine (paper: PROTOCOL.md's).")
-  flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
-  flags.DEFINE_string("out_dir", "results/host_study", "Where the sample, JSON and PNGs go.")
-  flags.DEFINE_integer("batch_size", 1, "Images per forward pass.")
-  flags.DEFINE_integer("image_size", None, "Image side (default: the dataset's).")
-  flags.DEFINE_integer("channels", 16, "Channels C of the network.")
-  flags.DEFINE_integer("num_cells", 5, "Cells N per stage.")
-  flags.DEFINE_integer("repeats", 20, "Timed forward passes per measurement.")
-  flags.DEFINE_integer("warmup", 3, "Untimed passes before timing.")
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """Flags of the command; defined only when run as a program, so the module imports
+  cleanly (tests define them on a FlagValues of their own)."""
+  flags.DEFINE_enum("dataset", "cifar10", list(searchspace.DATASETS), "Dataset.", flag_values=fv)
+  flags.DEFINE_integer("num_archs", 200, "Architectures in the ground-truth sample.",
+                       flag_values=fv)
+  flags.DEFINE_integer("sample_seed", 0, "Seed of the sampled architectures.", flag_values=fv)
+  flags.DEFINE_list("methods", ["controller", "lsq", "random"], "Search methods.", flag_values=fv)
+  flags.DEFINE_integer("seeds", 20, "Runs per method, seeds 0..seeds-1.", flag_values=fv)
+  flags.DEFINE_integer("probes", 10, "Latency probes K per run.", flag_values=fv)
+  flags.DEFINE_string("checkpoint", None, "Trained controller (controller methods).",
+                      flag_values=fv)
+  flags.DEFINE_string("proxy", aggregate.DEFAULT_PROXY,
+                      "How proxies combine (paper: PROTOCOL.md's).", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).",
+                      flag_values=fv)
+  flags.DEFINE_string("out_dir", "results/host_study", "Where the sample, JSON and PNGs go.",
+                      flag_values=fv)
+  flags.DEFINE_integer("batch_size", 1, "Images per forward pass.", flag_values=fv)
+  flags.DEFINE_integer("image_size", None, "Image side (default: the dataset's).",
+                       flag_values=fv)
+  flags.DEFINE_integer("channels", 16, "Channels C of the network.", flag_values=fv)
+  flags.DEFINE_integer("num_cells", 5, "Cells N per stage.", flag_values=fv)
+  flags.DEFINE_integer("repeats", 20, "Timed forward passes per measurement.", flag_values=fv)
+  flags.DEFINE_integer("warmup", 3, "Untimed passes before timing.", flag_values=fv)
 
 
 def sample_indices(num_archs: int, seed: int) -> np.ndarray:
@@ -64,11 +74,15 @@ def measure_sample(device: host.HostDevice, indices: np.ndarray, path: str) -> d
   """Latencies of `indices` on `device`, from `path` if it holds them for the same settings."""
   settings = json.dumps(device.settings(), sort_keys=True)
   if os.path.isfile(path):
-    with np.load(path) as saved:
-      if str(saved["settings"]) == settings and np.array_equal(saved["index"], indices):
-        print(f"reusing the measured sample {path}")
-        return {key: saved[key] for key in saved.files} | {"reused": True}
-    print(f"{path} was measured with other settings or architectures: measuring again")
+    try:
+      with np.load(path) as saved:
+        if str(saved["settings"]) == settings and np.array_equal(saved["index"], indices):
+          print(f"reusing the measured sample {path}")
+          return {key: saved[key] for key in saved.files} | {"reused": True}
+      print(f"note: {path} was measured with other settings or architectures: measuring "
+            "again and replacing it")
+    except Exception as error:  # pylint: disable=broad-except  # a damaged or foreign file
+      print(f"note: cannot read the sample {path} ({error}): measuring again and replacing it")
   start = time.perf_counter()
   for index in tqdm(indices, desc="host sample", unit="arch"):
     device.measure(int(index))
@@ -83,13 +97,15 @@ def measure_sample(device: host.HostDevice, indices: np.ndarray, path: str) -> d
 
 
 def available_methods(names, checkpoint):
-  """{name: method} for the names the registry can give; a note for each it cannot."""
+  """{name: method} for `names`. A controller without --checkpoint is skipped with a note
+  (the default --methods names one); anything else that cannot be made, a broken
+  --checkpoint or a reference, is an error: skipping it would hide the mistake."""
   methods = {}
   for name in names:
-    try:
-      methods[name] = session.resolve_method(name, checkpoint)
-    except session.SearchError as error:
-      print(f"note: skipping {name}: {error}")
+    if name.removeprefix(registry.UNTRAINED) in registry.CONTROLLERS and not checkpoint:
+      print(f"note: skipping {name}: it needs --checkpoint (a meta_train --workdir)")
+      continue
+    methods[name] = session.resolve_method(name, checkpoint)
   return methods
 
 
@@ -162,37 +178,47 @@ def sample_references(sample: dict, budget_ms: float, accuracy: np.ndarray,
           "within_budget": int(within.size)}
 
 
-def main(argv):
+def main(argv, fv: flags.FlagValues = FLAGS):
   del argv
-  benchmark = tables.load_benchmark(FLAGS.data_dir)
-  dataset = FLAGS.dataset
+  out_dir = cli.checked_folder(fv.out_dir, "--out_dir")
+  output = cli.checked_output(os.path.join(out_dir, "host_study.json"), flag="--out_dir's JSON")
+  num_archs = cli.whole("--num_archs", fv.num_archs)
+  if num_archs > searchspace.NUM_ARCHS:
+    raise ValueError(f"--num_archs must be at most {searchspace.NUM_ARCHS} (the whole space), "
+                     f"got {num_archs}")
+  sample_seed = cli.whole("--sample_seed", fv.sample_seed, minimum=0)
+  seeds, probes = cli.whole("--seeds", fv.seeds), cli.whole("--probes", fv.probes)
+  host_kwargs = cli.host_settings(fv, prefix="")
+  names = cli.names("--methods", fv.methods, registry.NAMES)
+  benchmark = tables.load_benchmark(fv.data_dir)
+  dataset = fv.dataset
   accuracy = benchmark.accuracy(dataset)
-  proxy = benchmark.proxy(dataset, cli.check_proxy(benchmark, FLAGS.proxy, [dataset]))
-  methods = available_methods(FLAGS.methods, FLAGS.checkpoint)
-  settings = {"dataset": dataset, "batch_size": FLAGS.batch_size, "image_size": FLAGS.image_size,
-              "channels": FLAGS.channels, "num_cells": FLAGS.num_cells,
-              "repeats": FLAGS.repeats, "warmup": FLAGS.warmup}
+  proxy = benchmark.proxy(dataset, cli.check_proxy(benchmark, fv.proxy, [dataset]))
+  methods = available_methods(names, fv.checkpoint)
+  if not methods:
+    raise ValueError(f"none of --methods ({', '.join(names)}) can run here; nothing to study")
+  settings = {"dataset": dataset, **host_kwargs}
   load_start = list(os.getloadavg())
   sampler = host.HostDevice(**settings)
   print("host:", json.dumps(sampler.settings()))
-  indices = sample_indices(FLAGS.num_archs, FLAGS.sample_seed)
-  sample_path = os.path.join(FLAGS.out_dir, f"host_sample_{dataset}_n{FLAGS.num_archs}_"
-                                            f"seed{FLAGS.sample_seed}.npz")
+  indices = sample_indices(num_archs, sample_seed)
+  sample_path = os.path.join(out_dir, f"host_sample_{dataset}_n{num_archs}_"
+                                            f"seed{sample_seed}.npz")
   sample = measure_sample(sampler, indices, sample_path)
   sample_ms = sample["latency_ms"]
   budget_ms = float(np.median(sample_ms))
   references = sample_references(sample, budget_ms, accuracy, proxy)
-  print(f"sample: {len(indices)} architectures (seed {FLAGS.sample_seed}), latency "
+  print(f"sample: {len(indices)} architectures (seed {sample_seed}), latency "
         f"{sample_ms.min():.3f} .. {sample_ms.max():.3f} ms, median {budget_ms:.3f} ms = budget; "
         f"median IQR of the repeats {np.median(sample['iqr_ms']):.3f} ms; "
         f"{np.mean(sample['wall_s']):.2f} s per measurement "
         f"({np.mean(sample['compile_s']):.2f} s of it compiling)")
   background = np.full(searchspace.NUM_ARCHS, np.nan)
   background[indices] = sample_ms
-  task = interface.Task(dataset, budget_ms, FLAGS.probes, proxy)
+  task = interface.Task(dataset, budget_ms, probes, proxy)
   records, rows = [], []
   for name, method in methods.items():
-    for seed in range(FLAGS.seeds):
+    for seed in range(seeds):
       device = host.HostDevice(**settings)  # fresh: no executable carried between runs
       record = session.run_search(device, method, task, seed, accuracy, name)
       record["host_measurements"] = [m.to_dict() for m in device.records]
@@ -201,7 +227,7 @@ def main(argv):
       for line in session.format_record(record).splitlines():
         if line.startswith(("answer", "check")):
           print(f"{name} seed {seed}: {line}")
-      plots.plot_search(record, proxy, os.path.join(FLAGS.out_dir, f"{name}_seed{seed}.png"),
+      plots.plot_search(record, proxy, os.path.join(out_dir, f"{name}_seed{seed}.png"),
                              background=background,
                              background_label=f"{len(indices)} sampled architectures (host)")
   summary = summarize(rows)
@@ -214,23 +240,21 @@ def main(argv):
   print(f"within the budget, sample oracle {references['sample_oracle_accuracy']:.2f} %, "
         f"sample proxy oracle {references['sample_proxy_oracle_accuracy']:.2f} % "
         f"({references['within_budget']} sampled architectures within budget)")
-  result = {"host": sampler.settings(), "sample_seed": FLAGS.sample_seed,
-            "num_archs": FLAGS.num_archs, "sample_file": sample_path,
+  result = {"host": sampler.settings(), "sample_seed": sample_seed,
+            "num_archs": num_archs, "sample_file": sample_path,
             "sample_total_s": float(sample["total_s"]), "sample_reused": sample["reused"],
             "sample_median_iqr_ms": float(np.median(sample["iqr_ms"])),
             "sample_mean_s_per_arch": float(np.mean(sample["wall_s"])),
-            **load, "budget_ms": budget_ms, "probes": FLAGS.probes, "seeds": list(range(FLAGS.seeds)),
+            **load, "budget_ms": budget_ms, "probes": probes, "seeds": list(range(seeds)),
             "percentile_note": "check_percentile = share (%) of the sample at or below the "
                                "re-measured latency of the answer",
             **references, "rows": rows, "summary": summary, "runs": records}
-  os.makedirs(FLAGS.out_dir, exist_ok=True)
-  output = os.path.join(FLAGS.out_dir, "host_study.json")
   with open(output, "w") as f:
     json.dump(result, f, indent=1)
   if records:
-    plot_study(records, rows, proxy, background, budget_ms, os.path.join(FLAGS.out_dir,
+    plot_study(records, rows, proxy, background, budget_ms, os.path.join(out_dir,
                                                                        "host_study.png"))
-  print(f"wrote {output} and the PNGs in {FLAGS.out_dir}")
+  print(f"wrote {output} and the PNGs in {out_dir}")
 
 
 def plot_study(records, rows, proxy, background, budget_ms, path):
@@ -250,5 +274,4 @@ def plot_study(records, rows, proxy, background, budget_ms, path):
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

@@ -15,25 +15,38 @@ from ml_collections import config_flags
 from experiments import cli
 from hwnas_jax.metatrain import train
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/default.py",
-    "Meta-training configuration file: default.py (4,096 devices x 300 updates, for an "
-    "accelerator), quick.py (256 x 40, minutes on 2 CPU cores), paper.py (paper-faithful).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
-_PROXY_FILES = flags.DEFINE_list("proxy_files", [], "dataset:PATH.npz proxy tables replacing the bundle's.")
-_PROXY_DIRS = flags.DEFINE_list("proxy_dirs", [], "Folders of extra proxies_<dataset>.npz (score_proxies).")
-_FRESH = flags.DEFINE_bool("fresh", False, "Start afresh: delete the workdir's checkpoints first.")
+FLAGS = flags.FLAGS
 
 
-def main(argv):
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """Flags of the command; defined only when run as a program, so the module imports
+  cleanly (tests define them on a FlagValues of their own)."""
+  config_flags.DEFINE_config_file(
+      "config", "experiments/configs/default.py",
+      "Meta-training configuration file: default.py (4,096 devices x 300 updates, for an "
+      "accelerator), quick.py (256 x 40, minutes on 2 CPU cores), paper.py (paper-faithful).",
+      flag_values=fv)
+  flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True,
+                      flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).",
+                      flag_values=fv)
+  flags.DEFINE_list("proxy_files", [], "dataset:PATH.npz proxy tables replacing the bundle's.",
+                    flag_values=fv)
+  flags.DEFINE_list("proxy_dirs", [], "Folders of extra proxies_<dataset>.npz (score_proxies).",
+                    flag_values=fv)
+  flags.DEFINE_bool("fresh", False, "Start afresh: delete the workdir's checkpoints first.",
+                    flag_values=fv)
+
+
+def main(argv, fv: flags.FlagValues = FLAGS):
   del argv
-  config = cli.checked_config(_CONFIG.value)
-  metrics = train.train_and_evaluate(config, _WORKDIR.value, _DATA_DIR.value,
-                                     proxy_files=cli.proxy_files(_PROXY_FILES.value),
-                                     fresh=_FRESH.value, proxy_dirs=_PROXY_DIRS.value)
+  config = cli.checked_config(fv.config)
+  cli.checked_workdir(fv.workdir, config, fv.fresh)
+  metrics = train.train_and_evaluate(config, fv.workdir, fv.data_dir,
+                                     proxy_files=cli.proxy_files(fv.proxy_files),
+                                     fresh=fv.fresh, proxy_dirs=fv.proxy_dirs)
   print({k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, define_flags)

@@ -33,7 +33,6 @@ precomputed arrays.
 from __future__ import annotations
 
 import json
-import os
 from typing import Mapping, Sequence
 
 from absl import flags
@@ -48,15 +47,20 @@ from hwnas_jax.search import protocol
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-  """Flags of the command; defined only when run as a program, so the module imports cleanly."""
-  flags.DEFINE_string("data_dir", None, "Benchmark bundle folder (default: $HWNAS_DATA_DIR).")
-  flags.DEFINE_list("proxy_dirs", [], "Folders of a proxy lab's proxies_<dataset>.npz.")
-  flags.DEFINE_list("budgets", ["10", "25", "50"], "Budget percentiles q.")
-  flags.DEFINE_integer("max_lab_terms", 4, "Largest subset holding a lab term.")
-  flags.DEFINE_integer("top", 15, "Candidates shown in the table, best first.")
-  flags.DEFINE_string("output", None, "Where to write the study as JSON.")
-  flags.DEFINE_string("plot", None, "Where to draw training vs validation accuracy (.png).")
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """Flags of the command; defined only when run as a program, so the module imports
+  cleanly (tests define them on a FlagValues of their own)."""
+  flags.DEFINE_string("data_dir", None, "Benchmark bundle folder (default: $HWNAS_DATA_DIR).",
+                      flag_values=fv)
+  flags.DEFINE_list("proxy_dirs", [], "Folders of a proxy lab's proxies_<dataset>.npz.",
+                    flag_values=fv)
+  flags.DEFINE_list("budgets", ["10", "25", "50"], "Budget percentiles q, each in (0, 100].",
+                    flag_values=fv)
+  flags.DEFINE_integer("max_lab_terms", 4, "Largest subset holding a lab term.", flag_values=fv)
+  flags.DEFINE_integer("top", 15, "Candidates shown in the table, best first.", flag_values=fv)
+  flags.DEFINE_string("output", None, "Where to write the study as JSON.", flag_values=fv)
+  flags.DEFINE_string("plot", None, "Where to draw training vs validation accuracy (.png).",
+                      flag_values=fv)
 
 
 FAMILIES = ("gpu_b1", "gpu_b32", "gpu_b256", "cpu")
@@ -296,27 +300,27 @@ def plot(result: Mapping, path: str) -> None:
   plt.close(fig)
 
 
-def main(argv):
+def main(argv, fv: flags.FlagValues = FLAGS):
   del argv
-  benchmark = tables.load_benchmark(FLAGS.data_dir, proxy_dirs=FLAGS.proxy_dirs)
+  output = cli.checked_output(fv.output)
+  plot_path = cli.checked_output(fv.plot, flag="--plot")
+  percentiles = cli.numbers("--budgets", fv.budgets, 0.0, 100.0)
+  max_lab_terms, top = cli.whole("--max_lab_terms", fv.max_lab_terms), cli.whole("--top", fv.top)
+  benchmark = tables.load_benchmark(fv.data_dir, proxy_dirs=fv.proxy_dirs)
   lab = lab_terms(benchmark)
-  names = candidates(lab, FLAGS.max_lab_terms)
+  names = candidates(lab, max_lab_terms)
   print(f"benchmark: {benchmark.source}; {len(names)} candidates"
         + (f"; lab terms: {', '.join(lab)}" if lab else ""))
-  result = study(benchmark, names, [float(q) for q in FLAGS.budgets])
-  print(format_report(result, FLAGS.top))
-  for path in (FLAGS.output, FLAGS.plot):
-    if path:
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  if FLAGS.output:
-    with open(FLAGS.output, "w") as f:
+  result = study(benchmark, names, percentiles)
+  print(format_report(result, top))
+  if output:
+    with open(output, "w") as f:
       json.dump(result, f, indent=1)
-    print(f"wrote {FLAGS.output}")
-  if FLAGS.plot:
-    plot(result, FLAGS.plot)
-    print(f"wrote {FLAGS.plot}")
+    print(f"wrote {output}")
+  if plot_path:
+    plot(result, plot_path)
+    print(f"wrote {plot_path}")
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

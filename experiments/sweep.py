@@ -24,29 +24,48 @@ from hwnas_jax.benchmark import tables
 from hwnas_jax.search import protocol
 from hwnas_jax.search import registry
 
-_SWEEP = flags.DEFINE_enum("sweep", "probes", ["probes", "noise"],
-                           "What varies: the probes K, or the probe noise sigma.")
-_VALUES = flags.DEFINE_list("values", ["3", "5", "10", "20"], "Values of K or of sigma.")
-_PROBES = flags.DEFINE_integer("probes", 10, "K when sweeping the noise.")
-_NOISE = flags.DEFINE_float("noise", 0.0, "Sigma when sweeping K.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "meta_train --workdir(s) of the controllers.")
-_METHODS = flags.DEFINE_list("methods", ["controller", "lsq", "random"], "Methods.")
-_EPISODES = flags.DEFINE_integer("episodes", 25, "Episodes per cell.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the episodes.")
-_PROXY = flags.DEFINE_string("proxy", aggregate.DEFAULT_PROXY, "How proxies combine (paper: PROTOCOL.md's).")
-_OUTPUT = flags.DEFINE_string("output", "results/probe_curve.json", "JSON path; PNG beside it.")
+FLAGS = flags.FLAGS
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """Flags of the command; defined only when run as a program, so the module imports
+  cleanly (tests define them on a FlagValues of their own)."""
+  flags.DEFINE_enum("sweep", "probes", ["probes", "noise"],
+                    "What varies: the probes K, or the probe noise sigma.", flag_values=fv)
+  flags.DEFINE_list("values", ["3", "5", "10", "20"], "Values of K or of sigma.",
+                    flag_values=fv)
+  flags.DEFINE_integer("probes", 10, "K when sweeping the noise.", flag_values=fv)
+  flags.DEFINE_float("noise", 0.0, "Sigma when sweeping K.", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "Benchmark bundle (default: $HWNAS_DATA_DIR).",
+                      flag_values=fv)
+  flags.DEFINE_string("checkpoint", None, "meta_train --workdir(s) of the controllers.",
+                      flag_values=fv)
+  flags.DEFINE_list("methods", ["controller", "lsq", "random"], "Methods.", flag_values=fv)
+  flags.DEFINE_integer("episodes", 25, "Episodes per cell.", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Seed of the episodes.", flag_values=fv)
+  flags.DEFINE_string("proxy", aggregate.DEFAULT_PROXY,
+                      "How proxies combine (paper: PROTOCOL.md's).", flag_values=fv)
+  flags.DEFINE_string("output", "results/probe_curve.json", "JSON path; PNG beside it.",
+                      flag_values=fv)
 
 
 def parse_values(sweep: str, values) -> list:
+  """--values as K (whole numbers >= 1) or sigma (numbers in [0, 5)), each given once."""
   parse = int if sweep == "probes" else float
+  if not values:
+    raise ValueError(f"--values is empty; give values of {'K' if sweep == 'probes' else 'sigma'}")
   try:
     parsed = [parse(v) for v in values]
   except ValueError as error:
     raise ValueError(f"--values for --sweep={sweep} must be {parse.__name__}s: {error}") from None
   bad = [v for v in parsed if (v < 1 if sweep == "probes" else not 0 <= v < 5)]
   if bad or not parsed:
-    raise ValueError(f"--values {values} out of range for --sweep={sweep}")
+    allowed = "whole numbers >= 1" if sweep == "probes" else "numbers in [0, 5)"
+    raise ValueError(f"--values {','.join(values)} for --sweep={sweep}: give one or more "
+                     f"{allowed}")
+  twice = sorted({v for v in parsed if parsed.count(v) > 1})
+  if twice:
+    raise ValueError(f"--values gives {', '.join(map(str, twice))} twice")
   return parsed
 
 
@@ -64,31 +83,38 @@ def format_curve(curve: dict, label: str) -> str:
   return "\n".join(lines)
 
 
-def main(argv):
+def main(argv, fv: flags.FlagValues = FLAGS):
   del argv
-  values = parse_values(_SWEEP.value, _VALUES.value)
-  output = cli.checked_output(_OUTPUT.value)
-  benchmark = tables.load_benchmark(_DATA_DIR.value).select_devices(tables.VALIDATION_DEVICES)
-  cli.check_proxy(benchmark, _PROXY.value, benchmark.datasets)
-  methods = {name: registry.make_methods(name, _CHECKPOINT.value, _PROXY.value)
-             for name in registry.check_names(_METHODS.value)}
+  values = parse_values(fv.sweep, fv.values)
+  output = cli.checked_output(fv.output)
+  if not output:
+    raise ValueError("--output is empty: the sweep writes its table there (JSON), a PNG beside")
+  cli.checked_output(os.path.splitext(output)[0] + ".png", flag="--output's PNG")
+  probes, noise = cli.whole("--probes", fv.probes), cli.number("--noise", fv.noise)
+  episodes, seed = cli.whole("--episodes", fv.episodes), cli.whole("--seed", fv.seed, 0)
+  names = cli.names("--methods", fv.methods, registry.NAMES)
+  benchmark = tables.load_benchmark(fv.data_dir).select_devices(tables.VALIDATION_DEVICES)
+  cli.check_proxy(benchmark, fv.proxy, benchmark.datasets)
+  budgets = lambda device: [protocol.percentile_budget(benchmark.latency(device), q)
+                            for q in (10, 25, 50)]
+  protocol.grid_cells(benchmark, dict.fromkeys(names), benchmark.devices, benchmark.datasets,
+                      budgets, fv.proxy)
+  cli.note_unused_checkpoint(fv.checkpoint, names)
+  methods = {name: registry.make_methods(name, fv.checkpoint, fv.proxy) for name in names}
   curve = {name: {} for name in methods}
-  label = "K" if _SWEEP.value == "probes" else "sigma"
+  label = "K" if fv.sweep == "probes" else "sigma"
   for value in tqdm(values, desc=label):
-    probes = value if _SWEEP.value == "probes" else _PROBES.value
-    noise = value if _SWEEP.value == "noise" else _NOISE.value
     results = protocol.evaluate(
-        benchmark, methods, benchmark.devices, benchmark.datasets,
-        lambda device: [protocol.percentile_budget(benchmark.latency(device), q)
-                        for q in (10, 25, 50)], probes, _EPISODES.value, _SEED.value,
-        noise=noise, proxy=_PROXY.value)
+        benchmark, methods, benchmark.devices, benchmark.datasets, budgets,
+        value if fv.sweep == "probes" else probes, episodes, seed,
+        noise=value if fv.sweep == "noise" else noise, proxy=fv.proxy)
     for name, summary in results["summary"].items():
       curve[name][value] = summary
   print(format_curve(curve, label))
   with open(output, "w") as f:
-    json.dump({"sweep": _SWEEP.value, "devices": list(benchmark.devices),
-               "episodes": _EPISODES.value, "seed": _SEED.value, "probes": _PROBES.value,
-               "noise": _NOISE.value, "proxy": _PROXY.value, "curve": curve}, f, indent=1)
+    json.dump({"sweep": fv.sweep, "devices": list(benchmark.devices),
+               "episodes": episodes, "seed": seed, "probes": probes,
+               "noise": noise, "proxy": fv.proxy, "curve": curve}, f, indent=1)
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
   for name, by_value in curve.items():
     xs = list(by_value)
@@ -112,4 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, define_flags)

@@ -47,6 +47,8 @@ def data_dir(path: str | os.PathLike | None = None) -> str:
 
 
 def _require_file(path: str | os.PathLike) -> str:
+  if os.path.isdir(path):
+    raise BenchmarkDataError(f"{os.path.abspath(path)!r} is a folder, not a file")
   if not os.path.isfile(path):
     raise BenchmarkDataError(f"file not found: {os.path.abspath(path)!r}")
   return os.fspath(path)
@@ -285,6 +287,14 @@ class Benchmark:
     return tuple(d for d in self.devices if d not in VALIDATION_DEVICES)
 
   def select_devices(self, names: Sequence[str]) -> "Benchmark":
+    """The benchmark restricted to `names`: each known, and named once (a device named
+    twice would count its cells twice)."""
+    names = list(names)
+    if not names:
+      raise ValueError(f"no device selected; known devices: {', '.join(self.devices)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+      raise ValueError(f"device(s) named twice: {', '.join(twice)}")
     for name in names:
       self.latency(name)  # raises with the known names
     return dataclasses.replace(self, latency_ms={n: self.latency_ms[n] for n in names})

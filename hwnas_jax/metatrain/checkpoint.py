@@ -26,6 +26,7 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint.msgpack"
 METRICS = "metrics.jsonl"
 CURVE = "training_curve.png"
+QUOTES = "\"'"  # around a KeyError's key, twice over in ConfigDict's AttributeError
 
 
 def seed_dir(workdir: str, seed: int) -> str:
@@ -44,25 +45,57 @@ def _write_atomic(path: str, payload: bytes) -> None:
   os.replace(tmp, path)
 
 
-def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
-  """Prepare `workdir` for `config`; True if it holds a run to resume.
+def check_run(workdir: str, config, fresh: bool = False) -> bool:
+  """True if `workdir` holds a run of `config` to resume; ValueError, before anything is
+  written, for a workdir that cannot hold it.
 
-  A workdir trained with another config (beyond `config_lib.RESUMABLE`) is refused, unless
-  `fresh`, which removes its checkpoints and metrics first.
+  Refused: a file; a folder that cannot be created; a run with another config (beyond
+  `config_lib.RESUMABLE`), a config.json that cannot be read, or checkpoints without a
+  config.json (starting over would overwrite them). `--fresh` starts afresh instead.
   """
+  if not workdir:
+    raise ValueError("--workdir is empty; give the folder of the run")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"--workdir {workdir!r} is a file, not a folder")
+  parent = os.path.dirname(os.path.abspath(workdir))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir {workdir!r} cannot be created: {parent!r} is not a "
+                     "writable folder")
+  if fresh or not os.path.isdir(workdir):
+    return False
+  if not os.access(workdir, os.W_OK):
+    raise ValueError(f"--workdir {workdir!r} is not writable")
   path = os.path.join(workdir, CONFIG)
-  resuming = os.path.isfile(path) and not fresh
-  if resuming:
+  hint = "Use another --workdir, or --fresh to start afresh (it deletes that run's checkpoints)"
+  if not os.path.isfile(path):
+    found = [s for s in os.listdir(workdir) if s.startswith("seed_") and os.listdir(
+        os.path.join(workdir, s))]
+    if found:
+      raise ValueError(f"{workdir!r} holds {', '.join(sorted(found))} but no {CONFIG}: "
+                       f"starting over would overwrite them. {hint}")
+    return False
+  try:
     saved = read_config(workdir)
-    changed = config_lib.differences(saved.to_dict(), config)
-    if changed:
-      raise ValueError(
-          f"{workdir!r} holds a run with another config ({'; '.join(changed)}): resuming it "
-          "would continue the old run. Use another --workdir, or --fresh to start afresh "
-          "(it deletes that run's checkpoints)")
-  elif fresh and os.path.isdir(workdir):
+  except ValueError as error:
+    raise ValueError(f"{error}. {hint}") from None
+  changed = config_lib.differences(saved.to_dict(), config)
+  if changed:
+    raise ValueError(
+        f"{workdir!r} holds a run with another config ({'; '.join(changed)}): resuming it "
+        f"would continue the old run. {hint}")
+  return True
+
+
+def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
+  """Prepare `workdir` for `config` (`check_run` first); True if it holds a run to resume.
+
+  `fresh` removes the checkpoints, metrics and config of a run already there.
+  """
+  resuming = check_run(workdir, config, fresh)
+  path = os.path.join(workdir, CONFIG)
+  if fresh and os.path.isdir(workdir):
     for name in os.listdir(workdir):
       if name.startswith("seed_") or name == CONFIG:
         target = os.path.join(workdir, name)
@@ -76,14 +109,23 @@ def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with, its values checked (`config_lib.validate`), so
+  a damaged config.json is named here rather than failing deep inside a model."""
   path = os.path.join(workdir, CONFIG)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no meta-training run in {workdir!r} (looked for {path})")
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f)["config"])
-  except (ValueError, KeyError, TypeError) as error:
-    raise ValueError(f"{path!r} is not a meta-training config: {error}") from error
+      config = ml_collections.ConfigDict(json.load(f)["config"])
+    if "proxy" not in config:  # written before config.proxy existed: the paper's proxy
+      config.proxy = "paper"
+    config_lib.validate(config)
+  except (KeyError, AttributeError) as error:  # a key the config was saved without
+    raise ValueError(f"{path!r} is not a meta-training config: it lacks the key "
+                     f"{str(error).strip(QUOTES)!r}") from None
+  except (ValueError, TypeError) as error:
+    raise ValueError(f"{path!r} is not a meta-training config: {error}") from None
+  return config
 
 
 def _serializable(state) -> dict:

@@ -8,6 +8,7 @@ or `num_devices=0` end in one readable error rather than a run that trains somet
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 
 from hwnas_jax.benchmark import aggregate
@@ -30,8 +31,13 @@ def _flat(config, prefix: str = "") -> dict:
 
 
 def check_keys(config, schema) -> None:
-  """ValueError naming every key of `config` that `schema` lacks (with close matches)."""
+  """ValueError naming every key of `config` that `schema` lacks (with close matches), or
+  every key of `schema` that `config` lacks (a config file built from scratch)."""
   known = _flat(schema)
+  missing = [key for key in known if key not in _flat(config)]
+  if missing:
+    raise ValueError(f"config lacks key(s) {', '.join(missing)}; start the config file from "
+                     "experiments/configs/default.py's get_config()")
   unknown = [key for key in _flat(config) if key not in known]
   if unknown:
     hints = []
@@ -44,7 +50,8 @@ def check_keys(config, schema) -> None:
 
 def _whole(config, key: str, minimum: int = 1) -> int:
   value = config[key]
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value):
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+      or not math.isfinite(value) or value != int(value)):
     raise ValueError(f"config.{key} must be a whole number, got {value!r}")
   if value < minimum:
     raise ValueError(f"config.{key} must be >= {minimum}, got {value!r}")
@@ -53,8 +60,8 @@ def _whole(config, key: str, minimum: int = 1) -> int:
 
 def _positive(config, key: str, allow_zero: bool = False) -> float:
   value = config[key]
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value == value:
-    raise ValueError(f"config.{key} must be a number, got {value!r}")
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    raise ValueError(f"config.{key} must be a finite number, got {value!r}")
   if value < 0 or (value == 0 and not allow_zero):
     raise ValueError(f"config.{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
   return float(value)
@@ -88,7 +95,11 @@ def validate(config) -> None:
   for key in ("gamma", "gae_lambda"):
     if config[key] > 1:
       raise ValueError(f"config.{key} must be in [0, 1], got {config[key]!r}")
-  low, high = (float(q) for q in config.budget_percentiles)
+  try:
+    low, high = (float(q) for q in config.budget_percentiles)
+  except (TypeError, ValueError):
+    raise ValueError("config.budget_percentiles must be two numbers (low, high), got "
+                     f"{config.budget_percentiles!r}") from None
   if not 0 < low <= high <= 100:
     raise ValueError(f"config.budget_percentiles must satisfy 0 < low <= high <= 100, got "
                      f"{tuple(config.budget_percentiles)}")

@@ -17,8 +17,10 @@ from hwnas_jax.search import interface
 
 
 def random_search(task: interface.Task, device: interface.ProbeHandle, rng: np.random.Generator) -> int | None:
-  """K distinct random architectures; answer = best proxy among those within budget."""
-  candidates = rng.choice(searchspace.NUM_ARCHS, size=task.num_probes, replace=False)
+  """K distinct random architectures (the whole space if K is larger); answer = best proxy
+  among those within budget."""
+  candidates = rng.choice(searchspace.NUM_ARCHS, size=min(task.num_probes, searchspace.NUM_ARCHS),
+                          replace=False)
   probed = {int(i): device.measure(int(i)) for i in candidates}
   return interface.best_valid(probed, task.proxy, task.budget_ms)
 
@@ -31,11 +33,15 @@ def _mutate(ops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def regularized_evolution(task: interface.Task, device: interface.ProbeHandle, rng: np.random.Generator,
-                          population_size: int = 4, tournament_size: int = 2) -> int | None:
+                          population_size: int = 4, tournament_size: int = 2,
+                          max_retries: int = 1000) -> int | None:
   """REA (Real et al. 2019) spending one probe per child; fitness = proxy within budget.
 
   Constraint domination (Deb 2000): a feasible member beats an infeasible one, and of two
-  infeasible members the faster wins, so the search walks back under the budget.
+  infeasible members the faster wins, so the search walks back under the budget. Children
+  are never probed twice: a child already probed mutates again, and after `max_retries`
+  such mutations an unprobed architecture is drawn at random; the search stops when K
+  probes are spent or the whole space is probed (K > 15,625 returns, not loops).
   """
   ops = searchspace.arch_ops()
   probed: dict[int, float] = {}
@@ -49,13 +55,19 @@ def regularized_evolution(task: interface.Task, device: interface.ProbeHandle, r
                       replace=False):
     probed[int(i)] = device.measure(int(i))
     population.append(int(i))
-  while len(probed) < task.num_probes:
+  while len(probed) < min(task.num_probes, searchspace.NUM_ARCHS):
     contenders = rng.choice(len(population), size=min(tournament_size, len(population)),
                             replace=False)
     parent = max((population[c] for c in contenders), key=fitness)
     child = searchspace.ops_to_index(_mutate(ops[parent], rng))
-    while child in probed:
+    for _ in range(max_retries):
+      if child not in probed:
+        break
       child = searchspace.ops_to_index(_mutate(ops[child], rng))
+    else:
+      if child in probed:
+        unprobed = np.setdiff1d(np.arange(searchspace.NUM_ARCHS), list(probed))
+        child = int(rng.choice(unprobed))
     probed[child] = device.measure(child)
     population = population[1:] + [child]
   return interface.best_valid(probed, task.proxy, task.budget_ms)

@@ -35,6 +35,24 @@ class Task:
   proxy: np.ndarray  # (15625,) accuracy proxy, free of charge
   latency_range_ms: tuple[float, float] | None = None
 
+  def __post_init__(self):
+    """Checked once here, where every harness and method meets it: a NaN budget or a proxy
+    of the wrong shape would otherwise run and give answers that mean nothing."""
+    object.__setattr__(self, "budget_ms", checked_budget_ms(self.budget_ms))
+    object.__setattr__(self, "num_probes", checked_num_probes(self.num_probes))
+    try:
+      proxy = np.asarray(self.proxy, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+      raise ValueError(f"task proxy is not numeric: {error}") from None
+    if proxy.shape != (searchspace.NUM_ARCHS,):
+      raise ValueError(f"task proxy must hold one value per architecture, shape "
+                       f"({searchspace.NUM_ARCHS},), got shape {proxy.shape}")
+    bad = ~np.isfinite(proxy)
+    if bad.any():
+      raise ValueError(f"task proxy has {int(bad.sum())} non-finite values, first at index "
+                       f"{int(np.argmax(bad))}")
+    object.__setattr__(self, "proxy", proxy)
+
 
 class ProbeHandle:
   """The target as a method sees it: its `name` and `measure(index) -> ms`, nothing more."""
@@ -72,6 +90,27 @@ def checked_num_probes(num_probes) -> int:
   return int(num_probes)
 
 
+def checked_budget_ms(budget_ms, what: str = "budget_ms") -> float:
+  """A latency budget as float ms: a finite number > 0 (NaN compares false with every
+  latency, inf makes every answer valid: neither is a budget)."""
+  if (isinstance(budget_ms, (bool, np.bool_)) or not isinstance(budget_ms, numbers.Real)
+      or not math.isfinite(budget_ms) or budget_ms <= 0):
+    raise ValueError(f"{what} must be a finite number of ms > 0, got {budget_ms!r}")
+  return float(budget_ms)
+
+
+def checked_answer(answer) -> int | None:
+  """A method's answer: None or an architecture index; anything else is the method's bug,
+  said as such rather than scored."""
+  if answer is None:
+    return None
+  try:
+    return searchspace.check_index(answer)
+  except (TypeError, IndexError) as error:
+    raise ValueError(f"the method returned {answer!r}, not an architecture index in "
+                     f"[0, {searchspace.NUM_ARCHS}) or None ({error})") from None
+
+
 def checked_latency(device_name: str, index: int, value) -> float:
   """A device's answer as float ms: positive, or inf (cannot run); anything else is a
   `DeviceError`, never a latency that could make an answer valid."""
@@ -98,6 +137,8 @@ class ProbeBudget:
   """
 
   def __init__(self, device: Device, num_probes: int):
+    if not isinstance(device, Device):
+      raise TypeError(f"{device!r} is not a device: it needs a `name` and `measure(index)`")
     self.num_probes = checked_num_probes(num_probes)
     self.name = device.name
     self.probes: list[Probe] = []

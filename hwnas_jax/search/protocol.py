@@ -10,13 +10,14 @@ else 0. The references (oracle, proxy oracle) read the table, which no method ma
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import zlib
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from hwnas_jax.benchmark import aggregate
-from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark.tables import Benchmark
 from hwnas_jax.devices.table import NoisyTableDevice, TableDevice
 from hwnas_jax.search import interface
@@ -60,10 +61,25 @@ class Budget:
   budget_ms: float
   percentile: float | None = None
 
+  def __post_init__(self):
+    object.__setattr__(self, "budget_ms", interface.checked_budget_ms(self.budget_ms))
+    if self.percentile is not None:
+      object.__setattr__(self, "percentile", checked_percentile(self.percentile))
+
+
+def checked_percentile(q) -> float:
+  """A budget percentile q in (0, 100]: at q = 0 only the fastest architecture fits, and
+  numpy refuses anything outside [0, 100]."""
+  if (isinstance(q, (bool, np.bool_)) or not isinstance(q, numbers.Real)
+      or not 0 < q <= 100):
+    raise ValueError(f"a budget percentile must be a number in (0, 100], got {q!r}")
+  return float(q)
+
 
 def percentile_budget(latency_ms: np.ndarray, q: float) -> Budget:
   """The q-th percentile (numpy's linear default) of the device's latencies."""
-  return Budget(float(np.nanpercentile(latency_ms, q)), float(q))
+  q = checked_percentile(q)
+  return Budget(float(np.nanpercentile(latency_ms, q)), q)
 
 
 def check_budget(device: str, latency_ms: np.ndarray, budget: Budget) -> None:
@@ -71,6 +87,59 @@ def check_budget(device: str, latency_ms: np.ndarray, budget: Budget) -> None:
   if budget.budget_ms < fastest:
     raise ValueError(f"budget {budget.budget_ms:.4g} ms on {device!r} is below every "
                      f"architecture (the fastest takes {fastest:.4g} ms)")
+
+
+def check_settings(num_probes, num_episodes, seed, noise) -> None:
+  """K and E whole numbers >= 1, the seed a whole number >= 0, the noise sigma finite and
+  >= 0; checked before any cell runs (E = 0 would write NaN scores)."""
+  interface.checked_num_probes(num_probes)
+  if (isinstance(num_episodes, (bool, np.bool_)) or not isinstance(num_episodes, numbers.Integral)
+      or num_episodes < 1):
+    raise ValueError(f"episodes must be a whole number >= 1, got {num_episodes!r}")
+  if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
+    raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+  if (isinstance(noise, (bool, np.bool_)) or not isinstance(noise, numbers.Real)
+      or not math.isfinite(noise) or noise < 0):
+    raise ValueError(f"noise sigma must be a finite number >= 0, got {noise!r}")
+
+
+def grid_cells(benchmark: Benchmark, methods: Mapping, devices: Sequence[str],
+               datasets: Sequence[str], budgets: Callable[[str], Sequence[Budget]],
+               proxy: str) -> list[tuple]:
+  """The cells (method, device, dataset, budget) of a grid, everything that can fail checked
+  for every cell at once, before any cell runs: each method, device, dataset and budget
+  known and named once, the proxy computable on every dataset, and no budget below every
+  architecture of its device (all such cells named in one error)."""
+  for what, names in (("method", list(methods)), ("device", list(devices)),
+                      ("dataset", list(datasets))):
+    if not names:
+      raise ValueError(f"no {what} to evaluate")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+      raise ValueError(f"{what}(s) named twice: {', '.join(twice)}")
+  for device in devices:
+    benchmark.latency(device)  # KeyError naming the known devices
+  for dataset in datasets:
+    benchmark.accuracy(dataset)  # KeyError naming the known datasets
+    aggregate.parse(proxy, benchmark.proxy_terms(dataset))
+  below, per_device = [], {}
+  for device in devices:
+    given = per_device[device] = list(budgets(device))
+    if not given or len(set(given)) < len(given):
+      shown = ", ".join(f"{b.budget_ms:.4g} ms" + ("" if b.percentile is None else
+                                                    f" (q={b.percentile:g})") for b in given)
+      raise ValueError(f"device {device!r} needs one or more budgets, each given once; got "
+                       f"{shown or 'none'}")
+    for budget in per_device[device]:
+      try:
+        check_budget(device, benchmark.latency(device), budget)
+      except ValueError as error:
+        below.append(str(error))
+  if below:
+    raise ValueError(f"{len(below)} budget(s) below every architecture, nothing evaluated: "
+                     + "; ".join(below))
+  return [(name, device, dataset, budget) for device in devices for dataset in datasets
+          for budget in per_device[device] for name in methods]
 
 
 def episode_rng(seed: int, device: str, dataset: str, budget: Budget, episode: int,
@@ -103,8 +172,7 @@ def run_episode(method: interface.Method, task: interface.Task, device: TableDev
     raise interface.ProbeLimitExceeded(
         f"the method asked for more than {task.num_probes} probes on {device.name!r} "
         "(and went on after being refused)")
-  if answer is not None:
-    answer = searchspace.check_index(answer)
+  answer = interface.checked_answer(answer)
   valid = (budgeted.is_valid(answer, task.budget_ms)
            and device.true_latency_ms(answer) <= task.budget_ms)
   return (float(accuracy[answer]) if valid else 0.0), valid
@@ -120,6 +188,7 @@ def evaluate_cell(method_name: str, methods: Sequence[interface.Method] | None,
   means a reference of REFERENCES. With several seeds the row's numbers are means over
   seeds, and `seed_mean_accuracy` lists each seed's.
   """
+  check_settings(num_probes, num_episodes, seed, noise)
   latency_ms = benchmark.latency(device)
   accuracy, proxy_name, proxy = benchmark.accuracy(dataset), proxy, benchmark.proxy(dataset, proxy)
   check_budget(device, latency_ms, budget)
@@ -212,9 +281,18 @@ def evaluate(benchmark: Benchmark, methods: Mapping[str, Sequence[interface.Meth
              seed: int, progress: Callable[[Iterable], Iterable] = iter,
              noise: float = 0.0, proxy: str = aggregate.DEFAULT_PROXY) -> dict:
   """Every cell of the grid; `budgets(device)` gives that device's budgets. `methods` maps
-  a name to its methods (one per seed; `registry.make_methods`) or None for a reference."""
-  cells = [(name, device, dataset, budget) for device in devices for dataset in datasets
-           for budget in budgets(device) for name in methods]
+  a name to its methods (one per seed; `registry.make_methods`) or None for a reference.
+  Every input is checked (`check_settings`, `grid_cells`) before the first cell runs."""
+  check_settings(num_probes, num_episodes, seed, noise)
+  for name, seeds in methods.items():
+    if seeds is not None and (isinstance(seeds, str) or not hasattr(seeds, "__len__")
+                              or not seeds or not all(map(callable, seeds))):
+      raise ValueError(f"method {name!r}: expected a list of methods (one per seed; "
+                       f"registry.make_methods) or None for a reference, got {seeds!r}")
+    if seeds is None and name not in REFERENCES:
+      raise ValueError(f"{name!r} is not a reference ({', '.join(REFERENCES)}): give its "
+                       "methods")
+  cells = grid_cells(benchmark, methods, devices, datasets, budgets, proxy)
   rows = [evaluate_cell(name, methods[name], benchmark, device, dataset, budget, num_probes,
                         num_episodes, seed, noise, proxy)
           for name, device, dataset, budget in progress(cells)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from hwnas_jax.metatrain import checkpoint as checkpoint_lib
 from hwnas_jax.search import baselines
 from hwnas_jax.search import deploy
 from hwnas_jax.search import interface
@@ -21,8 +22,10 @@ NAMES = (*baselines.BASELINES, *CONTROLLERS, *(UNTRAINED + c for c in CONTROLLER
 
 
 def check_names(names) -> list[str]:
-  """The method names as a list; ValueError for an unknown one or one named twice."""
+  """The method names as a list; ValueError for none, an unknown one or one named twice."""
   names = list(names)
+  if not names:
+    raise ValueError(f"no method given; known: {', '.join(NAMES)}")
   unknown = [n for n in names if n not in NAMES]
   if unknown:
     raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; known: "
@@ -51,8 +54,11 @@ def make_methods(name: str, checkpoint: str | None = None, proxy: str | None = N
   untrained = name.startswith(UNTRAINED)
   found = []
   for workdir in checkpoint.split(","):
-    config, methods = deploy.load_methods(workdir, untrained)
+    # The config and the checkpoints are checked before a model is built (seconds of jit).
+    config = checkpoint_lib.read_config(workdir)
     if config.name == name.removeprefix(UNTRAINED):
+      checkpoint_lib.trained_seeds(workdir)
+      config, methods = deploy.load_methods(workdir, untrained)
       if proxy is not None and config.get("proxy", "paper") != proxy:
         log(f"note: {name} of {workdir!r} was meta-trained on proxy "
             f"{config.get('proxy', 'paper')!r} and is evaluated with proxy {proxy!r}")

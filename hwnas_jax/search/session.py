@@ -61,6 +61,7 @@ def make_device(spec: str, dataset: str, host_kwargs: dict[str, Any] | None = No
 
 def check_table_budget(name: str, latency_ms: np.ndarray, budget_ms: float) -> None:
   """Refuse, before spending any probe, a budget below every architecture of a table."""
+  budget_ms = interface.checked_budget_ms(budget_ms)
   fastest = int(np.nanargmin(latency_ms))
   if budget_ms < latency_ms[fastest]:
     raise SearchError(
@@ -89,7 +90,7 @@ def run_search(device, method: interface.Method, task: interface.Task, seed: int
     raise interface.ProbeLimitExceeded(
         f"the method asked for more than {task.num_probes} probes (and went on after being "
         "refused)")
-  answer = None if answer is None else searchspace.check_index(answer)
+  answer = interface.checked_answer(answer)
   valid = budgeted.is_valid(answer, task.budget_ms)
   details = host_records[first_record:] if host_records is not None else []
   probes = []

@@ -332,9 +332,6 @@ def plot_training_curve(workdir: str, seed: int) -> str | None:
 def load_policies(workdir: str) -> tuple[Any, list[tuple[int, Any]]]:
   """(config, [(seed, params), ...]) of a meta-training workdir, every trained seed."""
   config = checkpoint.read_config(workdir)
-  trainer = make_train(config)
-  template = jax.jit(trainer.init)(jax.random.key(0))
-  policies = []
-  for seed in checkpoint.trained_seeds(workdir):
-    policies.append((seed, checkpoint.restore(workdir, seed, template).params))
-  return config, policies
+  seeds = checkpoint.trained_seeds(workdir)  # before any compiling: a clear error if none
+  template = jax.jit(make_train(config).init)(jax.random.key(0))
+  return config, [(seed, checkpoint.restore(workdir, seed, template).params) for seed in seeds]

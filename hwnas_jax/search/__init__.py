@@ -1,0 +1,1 @@
+"""Search: the method interface (bottom), baselines, deployment of trained controllers, the protocol, the registry (top)."""

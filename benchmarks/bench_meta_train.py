@@ -330,6 +330,10 @@ def main(argv):
               r.update(floor)
             results.append(r)
             pair[name] = r
+            if _JSON_OUT.value:  # after every run: a timeout keeps what was measured
+              with open(_JSON_OUT.value, "w") as f:
+                json.dump({"machine": machine, "floor": floor, "results": results}, f,
+                          indent=1)
             print(format_row(r, name, floor if name == "new" else None), flush=True)
           if len(pair) == 2 and not any("skipped" in r for r in pair.values()):
             ratio = pair["new"]["probe_steps_per_s"] / pair["base"]["probe_steps_per_s"]
@@ -343,9 +347,6 @@ def main(argv):
     print(f"backend {done[0]['backend']} ({done[0]['device']}), data: {done[0]['data']}; "
           f"uptime at end: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
-  if _JSON_OUT.value:
-    with open(_JSON_OUT.value, "w") as f:
-      json.dump({"machine": machine, "floor": floor, "results": results}, f, indent=1)
   print("JSON " + json.dumps({"machine": machine, "results": results}))
 
 

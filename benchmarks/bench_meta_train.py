@@ -184,7 +184,9 @@ def measure_machine() -> dict:
     return jax.lax.fori_loop(0, 50, lambda i, acc: acc + jnp.tanh(acc @ w)[:, :64], h)
 
   matmul_s = _best_of(jax.jit(matmuls), h)
-  return {"bandwidth_gbs": 2 * big.nbytes / copy_s / 1e9,
+  from hwnas_jax.metatrain import candidates  # pylint: disable=import-outside-toplevel
+  return {"padded_candidates": candidates.nb201_layout().size,
+          "bandwidth_gbs": 2 * big.nbytes / copy_s / 1e9,
           "read_gbs": big.nbytes / read_s / 1e9,
           "exp_per_s": rows * width * iterations / exp_s,
           "matmul_flops": 2 * 1280 * 64 * 192 * 50 / matmul_s,
@@ -204,7 +206,7 @@ def network_flops(config) -> tuple[float, float]:
 
 def floor_estimate(config, machine: dict) -> dict:
   """Seconds per probe-step of the one-pass layout at this machine's rates, and parts."""
-  padded = 16960  # candidates.nb201_layout().size (16 lanes per row of each group block)
+  padded = machine["padded_candidates"]  # candidates.nb201_layout().size
   passes = 1 + int(config.num_epochs)
   exp_s = passes * padded / machine["exp_per_s"]
   _, flops = network_flops(config)

@@ -17,22 +17,25 @@ and probed candidates have probability 0 (`dense_logits` writes them as MASKED).
 that is a property of a group is computed once per group; only `a * p + B_g * relu(p - b)`
 is per candidate.
 
-Layout. Candidates are stored group by group: the 210 groups have 10 distinct sizes, so
-each size is one dense (groups x size) block in which the group terms broadcast along
-rows and their gradients are row sums (`Layout`). Rows are padded to a multiple of 16
-lanes, the padding masked like a probed candidate.
+Layout (`Layout`). Candidates are stored group by group in 3 blocks of rows 16, 32 and 64
+lanes wide (groups of 1 to 15, 20 to 30, and 60 to 360 candidates; a group larger than 64
+spans several rows): 325 rows, 17,360 positions for 15,625 candidates. Group terms enter
+as per-row terms (`Layout.expand`: a permutation and repeats), so within a block they
+broadcast along lanes and their gradients are lane sums; the padding is masked like a
+probed candidate. Few blocks means few XLA kernels per pass (each costs a launch).
 
 Cost. PPO needs log pi(a|s) = logit(a) - logsumexp(logits) and its gradient, which is a
-softmax-weighted sum per group (of 1, p and relu(p - best)). `log_prob` computes the
-logsumexp and those sums in ONE pass over the candidates (`_stats`, a `jax.custom_vjp`
-whose backward only scales the saved per-group sums), a few observations at a time
-(`chunk` rows, so the logits of a chunk live in cache and nothing of size
-[batch, 15,625] is written to memory). The probed candidates are masked inside the pass,
-never subtracted from a full sum (a probed candidate can hold most of the mass). The
-sampler draws a group by its total mass, then a candidate within it (`sample`): the same
-distribution as inverse-CDF sampling over the group-ordered candidates, with one uniform,
-and no cumulative sum over 15,625 values. Greedy is the argmax with the first index
-winning ties, as `jnp.argmax(dense_logits(...))`.
+softmax-weighted sum per row (of 1 and of relu(p - best)) and one of p. `log_prob` computes
+the logsumexp and those sums in ONE pass over the candidates (`_stats`, a `jax.custom_vjp`
+whose backward only scales the saved sums), a few observations at a time (`chunk` rows,
+so a chunk's logits and weights live in cache and nothing of size [batch, 15,625] is
+written to memory). The probed candidates are masked inside the pass, never subtracted
+from a full sum (a probed candidate can hold most of the mass). The sampler draws a row of
+the layout by its total mass, then a candidate within the row by the rest of the same
+uniform (`sample`): inverse-CDF sampling over the layout's order, without a cumulative
+sum over 17,360 values. Greedy is the argmax with the first index winning ties, as
+`jnp.argmax(dense_logits(...))`. The entropy is computed only where asked: in the loss
+when `entropy=True` (its gradient from the same pass), and as a metric by the sampler.
 
 `dense_logits` is the straightforward formulation: the reference of the tests and what
 deployment (one observation at a time) uses.
@@ -147,16 +150,41 @@ class Layout:
                row_start=np.asarray(row_start, np.int32),
                row_width=np.asarray(row_width, np.int32), size=int(offset))
 
+  @functools.cached_property
+  def group_order(self) -> np.ndarray:
+    """(G,) canonical group ids in row order (each group once)."""
+    return np.concatenate([groups for groups, _ in self.classes]).astype(np.int32)
+
   def expand(self, x):
-    """(..., G) per-group values -> (..., rows) per-row values (a gather and repeats, so
-    the gradient is a sum over each group's rows)."""
-    parts = []
+    """(..., G) per-group values -> (..., rows) per-row values: a permutation of the groups
+    (whose gradient is the inverse permutation, not a scatter-add) and repeats (whose
+    gradient is a sum over each group's rows)."""
+    x = _permute(x, self.group_order)
+    parts, start = [], 0
     for groups, per_group in self.classes:
-      part = x[..., jnp.asarray(groups)]
+      part = x[..., start:start + groups.shape[0]]
+      start += groups.shape[0]
       if per_group > 1:
         part = jnp.repeat(part, per_group, axis=-1, total_repeat_length=part.shape[-1] * per_group)
       parts.append(part)
     return jnp.concatenate(parts, axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _permute(x, order: np.ndarray):
+  """x[..., order] for a permutation `order` (a numpy constant)."""
+  return x[..., jnp.asarray(order)]
+
+
+def _permute_fwd(x, order):
+  return _permute(x, order), None
+
+
+def _permute_bwd(order, _, g):
+  return (g[..., jnp.asarray(np.argsort(order))],)
+
+
+_permute.defvjp(_permute_fwd, _permute_bwd)
 
 
 @functools.lru_cache(maxsize=None)

@@ -222,3 +222,28 @@ def test_uniform_scores_are_uniform_over_unprobed():
   table = candidates.proxy_table(np.zeros((1, N), np.float32))
   log_prob, _ = candidates.log_prob(scores, table, jnp.array([7]))
   np.testing.assert_allclose(log_prob, -np.log(N - 2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_extras", [0, 2])
+def test_a_vmap_over_seeds_equals_separate_calls(num_extras):
+  """Seeds share the table: their vmap is folded into more rows (custom_vmap)."""
+  rng = np.random.default_rng(11)
+  seeds, rows = 3, 20
+  batch = [_scores(rng, rows, num_extras) for _ in range(seeds)]
+  stacked = jax.tree.map(lambda *x: jnp.stack(x), *batch)
+  table = candidates.proxy_table(rng.normal(size=(3, N)).astype(np.float32))
+  actions = jnp.asarray(rng.integers(0, N + num_extras, (seeds, rows)), jnp.int32)
+  keys = jax.random.split(jax.random.key(4), seeds * rows).reshape(seeds, rows)
+
+  def one(scores, actions, keys):
+    coefs = {k: scores[k] for k in COEFS}
+    loss = _loss(lambda s: candidates.log_prob(s, table, actions, chunk=8, entropy=True),
+                 scores, True)
+    return (loss(coefs), jax.grad(loss)(coefs), candidates.sample(keys, scores, table, chunk=8),
+            candidates.greedy(scores, table, chunk=8))
+
+  together = jax.jit(jax.vmap(one))(stacked, actions, keys)
+  for s in range(seeds):
+    alone = jax.jit(one)(batch[s], actions[s], keys[s])
+    for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(together)):
+      np.testing.assert_allclose(np.asarray(b)[s], a, rtol=1e-5, atol=1e-6)

@@ -330,19 +330,45 @@ def _row_stats(x, table: ProxyTable, layout: Layout, entropy: bool):
   return lse, lse - mean_logit, sums
 
 
-def _map_rows(fn, xs, chunk: int | None):
-  """`vmap(fn)(xs)` computed `chunk` rows at a time (all at once when None)."""
-  rows = jax.tree.leaves(xs)[0].shape[0]
-  if chunk is None or chunk >= rows:
-    return jax.vmap(fn)(xs)
-  steps, main = rows // chunk, rows // chunk * chunk
-  chunks = jax.tree.map(lambda x: x[:main].reshape((steps, chunk) + x.shape[1:]), xs)
-  out = jax.tree.map(lambda y: y.reshape((main,) + y.shape[2:]),
-                     jax.lax.map(jax.vmap(fn), chunks))
-  if main == rows:
-    return out
-  rest = jax.vmap(fn)(jax.tree.map(lambda x: x[main:], xs))
-  return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+def _map_rows(fn, xs, chunk: int | None, table: ProxyTable):
+  """`vmap(fn)(xs, table)` over the rows of `xs`, computed `chunk` rows at a time (all at
+  once when None). Under a further vmap with the table shared (seeds), the batch is folded
+  into the rows: one call on all of them, not a batched version of every kernel (which on
+  CPU costs 2-3x)."""
+
+  def plain(xs, table):
+    rows = jax.tree.leaves(xs)[0].shape[0]
+    row_fn = jax.vmap(fn, in_axes=(0, None))
+    if chunk is None or chunk >= rows:
+      return row_fn(xs, table)
+    steps, main = rows // chunk, rows // chunk * chunk
+    chunks = jax.tree.map(lambda x: x[:main].reshape((steps, chunk) + x.shape[1:]), xs)
+    out = jax.tree.map(lambda y: y.reshape((main,) + y.shape[2:]),
+                       jax.lax.map(lambda c: row_fn(c, table), chunks))
+    if main == rows:
+      return out
+    rest = row_fn(jax.tree.map(lambda x: x[main:], xs), table)
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+
+  @jax.custom_batching.custom_vmap
+  def folded(xs, table):
+    return plain(xs, table)
+
+  @folded.def_vmap
+  def _fold(axis_size, in_batched, xs, table):
+    xs_batched, table_batched = in_batched
+    if any(jax.tree.leaves(table_batched)):  # a table per batch element: no folding
+      axes = jax.tree.map(lambda b: 0 if b else None, (xs_batched, table_batched))
+      out = jax.vmap(plain, in_axes=axes)(xs, table)
+      return out, jax.tree.map(lambda _: True, out)
+    xs = jax.tree.map(lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + x.shape),
+                      xs, xs_batched)
+    rows = axis_size * jax.tree.leaves(xs)[0].shape[1]  # explicit sizes: E may be 0
+    out = folded(jax.tree.map(lambda x: x.reshape((rows,) + x.shape[2:]), xs), table)
+    out = jax.tree.map(lambda y: y.reshape((axis_size, rows // axis_size) + y.shape[1:]), out)
+    return out, jax.tree.map(lambda _: True, out)
+
+  return folded(xs, table)
 
 
 def default_chunk() -> int | None:
@@ -358,8 +384,8 @@ def _stats(coefs, rest, layout, chunk, entropy):
 
 def _stats_fwd(coefs, rest, layout, chunk, entropy):
   *rest, table = rest
-  lse, ent, sums = _map_rows(lambda x: _row_stats(x, table, layout, entropy),
-                             (*coefs, *rest), chunk)
+  lse, ent, sums = _map_rows(lambda x, t: _row_stats(x, t, layout, entropy),
+                             (*coefs, *rest), chunk, table)
   return (lse, ent), (sums, coefs[3], lse, ent)
 
 
@@ -424,11 +450,17 @@ def _row_sample(u, x, table: ProxyTable, layout: Layout):
   choice = jnp.searchsorted(cdf, target, side="right")  # first entry with cdf > target
   num_rows, width = layout.num_rows, layout.max_width
   row = jnp.minimum(choice, num_rows - 1)
-  flat = jnp.concatenate([w.reshape(-1) for w in weights] + [jnp.zeros(width)])
+  # The chosen row's weights, recomputed from the table (64 lanes) rather than sliced out of
+  # a copy of every weight: the same arithmetic as `_row_pass`, so the same values.
   start = jnp.asarray(layout.row_start)[row]
-  inside = jax.lax.dynamic_slice(flat, (start,), (width,))
-  inside = jnp.where(jnp.arange(width) < jnp.asarray(layout.row_width)[row], inside, 0.0)
-  inside_cdf = jnp.cumsum(inside)
+  members = jnp.asarray(np.append(layout.member_at, [layout.num_candidates] * width))[
+      start + jnp.arange(width)]
+  pad = (members >= layout.num_candidates) | (jnp.arange(width) >= jnp.asarray(layout.row_width)[row])
+  probed = jnp.any((members[:, None] == x[5][None, :]) & x[6][None, :], axis=1)
+  p = jax.lax.stop_gradient(table.values[x[7], jnp.minimum(members, layout.num_candidates - 1)])
+  relu = jax.nn.relu(p - jax.lax.stop_gradient(x[4]))
+  logits = x[0] * p + x[1][row] * relu + x[2][row]
+  inside_cdf = jnp.cumsum(jnp.where(pad | probed, 0.0, jnp.exp(logits - m)))
   rest = target - jnp.where(choice > 0, cdf[jnp.maximum(choice - 1, 0)], 0.0)
   rest = jnp.clip(rest, 0.0, jnp.nextafter(inside_cdf[-1], 0.0))
   lane = jnp.minimum(jnp.searchsorted(inside_cdf, rest, side="right"), width - 1)
@@ -467,8 +499,8 @@ def sample(keys, scores: Scores, table: ProxyTable, layout: Layout | None = None
   layout = layout or nb201_layout()
   chunk = default_chunk() if chunk == -1 else chunk
   u = jax.vmap(jax.random.uniform)(keys)
-  action, ent, lse = _map_rows(lambda x: _row_sample(x[0], x[1:], table, layout),
-                               (u, *_row_inputs(scores, layout)), chunk)
+  action, ent, lse = _map_rows(lambda x, t: _row_sample(x[0], x[1:], t, layout),
+                               (u, *_row_inputs(scores, layout)), chunk, table)
   logits = jax.vmap(action_logit, in_axes=(0, None, 0, None))(scores, table, action, layout)
   return action, logits - lse, ent
 
@@ -479,8 +511,8 @@ def greedy(scores: Scores, table: ProxyTable, layout: Layout | None = None,
   `dense_logits`: the lowest index wins ties)."""
   layout = layout or nb201_layout()
   chunk = default_chunk() if chunk == -1 else chunk
-  action, lse = _map_rows(lambda x: _row_greedy(x, table, layout),
-                          _row_inputs(scores, layout), chunk)
+  action, lse = _map_rows(lambda x, t: _row_greedy(x, t, layout),
+                          _row_inputs(scores, layout), chunk, table)
   logits = jax.vmap(action_logit, in_axes=(0, None, 0, None))(scores, table, action, layout)
   return action, logits - lse
 

@@ -9,6 +9,7 @@ from hwnas_jax.benchmark import searchspace
 from hwnas_jax.devices import noise
 from hwnas_jax.devices import synthetic
 from hwnas_jax.devices.table import TableDevice
+from hwnas_jax.metatrain import candidates
 from hwnas_jax.metatrain import controller as controller_lib
 from hwnas_jax.metatrain import env
 from hwnas_jax.search import deploy
@@ -30,9 +31,10 @@ def setup():
   proxies = jnp.asarray(rng.uniform(size=(2, searchspace.NUM_ARCHS)).astype(np.float32))
   model = controller_lib.Controller(hidden_size=8)
   proxies_std = jnp.stack([jnp.asarray(controller_lib.standardize(p)) for p in proxies])
-  apply = controller_lib.policy_apply(model, proxies_std)
+  table = candidates.proxy_table(proxies_std)
+  apply = controller_lib.actor(model, table)
   params = model.init(jax.random.key(0), env.empty_observation(K), proxies_std[0])
-  return proxies, model, apply, params
+  return proxies, model, apply, params, table
 
 
 def _params(devices, proxies, q=30.0):
@@ -45,7 +47,7 @@ def _params(devices, proxies, q=30.0):
 
 
 def test_batched_rollout_matches_python_loop(setup):
-  proxies, _, apply, params = setup
+  proxies, model, apply, params, table = setup
   ep, _ = _params(_devices(noise=0.05), proxies)
   key = jax.random.key(3)
   batched = jax.jit(lambda p, k: env.batch_rollout(apply, p, ep, k, proxies, K))(params, key)
@@ -54,8 +56,9 @@ def test_batched_rollout_matches_python_loop(setup):
     state = env.reset(one, K)
     for t, step_key in enumerate(jax.random.split(episode_key, K)):
       key_act, key_measure = jax.random.split(step_key)
-      logits, _ = apply(params, state.obs)
-      action = int(env.sample_categorical(key_act, jax.nn.log_softmax(logits)))
+      scores, _ = controller_lib.policy_scores(model, params, state.obs, table)
+      one_row = jax.tree.map(lambda x: x[None], scores)
+      action = int(candidates.sample(key_act[None], one_row, table)[0][0])
       state, reward, latency_rel, _ = env.step(key_measure, one, state, action, proxies)
       assert action == int(batched.action[i, t])
       np.testing.assert_allclose(float(reward), float(batched.reward[i, t]), rtol=1e-5, atol=1e-6)
@@ -63,7 +66,7 @@ def test_batched_rollout_matches_python_loop(setup):
 
 
 def test_episode_probes_k_distinct_architectures_and_scores_validity(setup):
-  proxies, _, apply, params = setup
+  proxies, _, apply, params, _ = setup
   ep, tables = _params(_devices(noise=0.0), proxies)
   out = env.batch_rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)
   actions = np.asarray(out.action)
@@ -82,7 +85,7 @@ def test_episode_probes_k_distinct_architectures_and_scores_validity(setup):
 
 def test_deployed_controller_repeats_the_greedy_episode(setup):
   """On a noise-free device, the deployed method probes what the greedy scan probes."""
-  proxies, model, apply, params = setup
+  proxies, model, apply, params, _ = setup
   devices = _devices(noise=0.0)
   ep, tables = _params(devices, proxies)
   out = env.batch_rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)

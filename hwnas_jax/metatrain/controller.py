@@ -12,13 +12,13 @@ at once, and the same weights transfer to any device, dataset and budget.
 
 from __future__ import annotations
 
-import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hwnas_jax.benchmark import searchspace
+from hwnas_jax.metatrain import candidates
 from hwnas_jax.metatrain.env import Observation
 
 FEATURES = ("proxy", "gain", "log_p_fit", "p_fit", "expected_gain", "slack", "log_sigma")
@@ -26,11 +26,13 @@ NUM_FEATURES = len(FEATURES)
 # Initial feature weights: "best proxy among those likely to fit", a reasonable prior that
 # meta-training then improves. Order as FEATURES.
 INITIAL_WEIGHTS = (4.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0)
-MASKED = -1e9
+MASKED = candidates.MASKED
+count_groups = candidates.count_groups
 
 
 def policy_apply(model: nn.Module, proxies_std: jnp.ndarray):
-  """`apply(params, obs)` for episodes whose proxy is row `obs.dataset` of `proxies_std`."""
+  """`apply(params, obs) -> (dense logits, value)` for episodes whose proxy is row
+  `obs.dataset` of `proxies_std` (one observation; meta-training uses `policy_scores`)."""
 
   def apply(params, obs: Observation):
     return model.apply(params, obs, proxies_std[obs.dataset])
@@ -38,22 +40,50 @@ def policy_apply(model: nn.Module, proxies_std: jnp.ndarray):
   return apply
 
 
+def policy_scores(model: nn.Module, params, obs: Observation, table: candidates.ProxyTable):
+  """(`candidates.Scores`, value) of one observation, reading its dataset's proxies from
+  `table` in place (vmap over observations; the table is shared, never copied per row)."""
+  return model.apply(params, obs, table.values[obs.dataset, obs.probe_index],
+                     table.floor[obs.dataset], method="policy")
+
+
+def _batch_scores(model, params, obs, table):
+  return jax.vmap(policy_scores, in_axes=(None, None, 0, None))(model, params, obs, table)
+
+
+def actor(model: nn.Module, table: candidates.ProxyTable):
+  """`act(params, obs, keys, greedy) -> (action, log_prob, value, entropy or None)` for a
+  batch of observations (leading axis), as `env.batch_rollout` wants: sampled with
+  `candidates.sample` (one uniform per key), or the argmax when `greedy`."""
+
+  def act(params, obs: Observation, keys, greedy: bool = False):
+    scores, value = _batch_scores(model, params, obs, table)
+    if greedy:
+      action, log_prob = candidates.greedy(scores, table)
+      return action, log_prob, value, None
+    action, log_prob, entropy = candidates.sample(keys, scores, table)
+    return action, log_prob, value, entropy
+
+  return act
+
+
+def evaluator(model: nn.Module):
+  """`evaluate(params, obs, actions, table, entropy) -> (log_prob, value, entropy or None)`
+  of a batch of observations (leading axis), differentiable: PPO's loss."""
+
+  def evaluate(params, obs: Observation, actions, table: candidates.ProxyTable,
+               entropy: bool = False):
+    scores, value = _batch_scores(model, params, obs, table)
+    log_prob, ent = candidates.log_prob(scores, table, actions, entropy=entropy)
+    return log_prob, value, ent if entropy else None
+
+  return evaluate
+
+
 def standardize(proxy: np.ndarray) -> np.ndarray:
   """Proxies in standard units over the space, so weights mean the same on any dataset."""
   proxy = np.asarray(proxy, np.float64)
   return ((proxy - proxy.mean()) / proxy.std()).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=None)
-def count_groups() -> tuple[np.ndarray, np.ndarray]:
-  """(210, 5) distinct operation shares and (15625,) the group of each architecture.
-
-  Latency is close to linear in the operation counts on most devices, so the in-context
-  model predicts per group: 210 predictions instead of 15,625.
-  """
-  shares = searchspace.op_counts() / searchspace.NUM_EDGES
-  groups, group_of = np.unique(shares, axis=0, return_inverse=True)
-  return groups.astype(np.float32), group_of.reshape(-1).astype(np.int32)
 
 
 def spd_inverse(matrix: jnp.ndarray) -> jnp.ndarray:
@@ -96,58 +126,64 @@ def fit_latency(x: jnp.ndarray, obs: Observation, prior_mean, prior_scale, noise
   return mean, jnp.sqrt(var)
 
 
-def probe_summary(proxy_std, proxy_floor, obs: Observation):
-  """(best proxy among valid probes, or the floor; whether any probe was valid)."""
+def probe_summary(probe_proxy, proxy_floor, obs: Observation):
+  """(best proxy among valid probes, or the floor; whether any probe was valid).
+
+  `probe_proxy` (K,): the proxy of each probe slot, in standard units."""
   mask = jnp.arange(obs.probe_index.shape[0]) < obs.num_probed
   valid = mask & (obs.latency_rel <= 1.0)
   any_valid = valid.any()
-  best = jnp.where(any_valid, jnp.max(jnp.where(valid, proxy_std[obs.probe_index], -jnp.inf)),
-                   proxy_floor)
+  best = jnp.where(any_valid, jnp.max(jnp.where(valid, probe_proxy, -jnp.inf)), proxy_floor)
   return best, any_valid
 
 
-def candidate_logits(weights, proxy_std, best, obs: Observation, prior_mean, prior_scale,
-                     noise_scale):
-  """`features(candidate) @ weights` for every candidate, without materialising features.
+def candidate_scores(weights, best, obs: Observation, prior_mean, prior_scale, noise_scale,
+                     extras=None) -> candidates.Scores:
+  """`features(candidate) @ weights` for every candidate, factorised (`candidates.Scores`).
 
   Latency features live on the 210 count groups; only the proxy terms are per candidate:
   logit = w_proxy p + (w_gain + w_expected_gain P(fit)) relu(p - best) + group_term.
   """
-  groups, group_of = count_groups()
-  group_of = jnp.asarray(group_of)
+  groups, _ = count_groups()
   mean, sigma = fit_latency(jnp.asarray(groups), obs, prior_mean, prior_scale, noise_scale)
   log_p_fit = jnp.maximum(jax.scipy.stats.norm.logcdf((1.0 - mean) / sigma), -20.0)
   p_fit = jnp.exp(log_p_fit)
   w = dict(zip(FEATURES, weights))
   group_term = (w["log_p_fit"] * log_p_fit + w["p_fit"] * p_fit
                 + w["slack"] * jnp.clip(mean - 1.0, -3.0, 3.0) + w["log_sigma"] * jnp.log(sigma))
-  gain = jax.nn.relu(proxy_std - best)
-  return (w["proxy"] * proxy_std + (w["gain"] + w["expected_gain"] * p_fit[group_of]) * gain
-          + group_term[group_of])
+  num_slots = obs.probe_index.shape[0]
+  return candidates.Scores(
+      proxy_weight=w["proxy"], gain_weight=w["gain"] + w["expected_gain"] * p_fit,
+      group_term=group_term, best=best, probed=obs.probe_index,
+      probed_valid=jnp.arange(num_slots) < obs.num_probed,
+      extras=jnp.zeros(0, jnp.float32) if extras is None else extras, dataset=obs.dataset)
 
 
 class Controller(nn.Module):
   """Policy and value over all candidates.
 
-  `__call__(obs, proxy_std) -> (logits (N,), value ())`; `proxy_std` is the task's proxy
-  in standard units (`standardize`), so any dataset or computed proxy table can be used.
+  `policy(obs, probe_proxy, proxy_floor) -> (candidates.Scores, value ())`: the factorised
+  logits, what meta-training uses (with `policy_scores`); `probe_proxy` (K,) is the proxy
+  of each probe slot and `proxy_floor` the task's minimum proxy, in standard units.
+  `__call__(obs, proxy_std) -> (logits (N + E,), value ())`: the same as dense logits
+  (`candidates.dense_logits`), for deployment; `proxy_std` is the task's proxy in standard
+  units (`standardize`), so any dataset or computed proxy table can be used.
   """
   hidden_size: int = 64
 
   @nn.compact
-  def __call__(self, obs: Observation, proxy_std: jnp.ndarray):
-    proxy_floor = jnp.min(proxy_std)
+  def policy(self, obs: Observation, probe_proxy: jnp.ndarray, proxy_floor: jnp.ndarray):
     prior_mean = self.param("prior_mean", lambda _: jnp.ones(searchspace.NUM_OPS))
     prior_scale = jax.nn.softplus(self.param("prior_scale_raw", lambda _: jnp.array(0.55, jnp.float32)))
     noise_scale = jax.nn.softplus(self.param("noise_scale_raw", lambda _: jnp.array(-2.5, jnp.float32)))
-    best, any_valid = probe_summary(proxy_std, proxy_floor, obs)
+    best, any_valid = probe_summary(probe_proxy, proxy_floor, obs)
 
     # Recurrent summary of the probe history, slot by slot (masked beyond num_probed).
     num_slots = obs.probe_index.shape[0]
     mask = jnp.arange(num_slots) < obs.num_probed
     steps = jnp.stack([jnp.clip(obs.latency_rel, 0.0, 4.0),
                        (obs.latency_rel <= 1.0).astype(jnp.float32),
-                       proxy_std[obs.probe_index],
+                       probe_proxy,
                        jnp.log(jnp.clip(obs.latency_rel, 1e-3, None))], axis=-1)
     cell = nn.GRUCell(self.hidden_size, name="history")
     carry = jnp.zeros(self.hidden_size)
@@ -159,9 +195,10 @@ class Controller(nn.Module):
     h = nn.tanh(nn.Dense(self.hidden_size, name="summary")(jnp.concatenate([carry, progress])))
     weights = nn.Dense(NUM_FEATURES, name="weights", kernel_init=nn.initializers.zeros,
                        bias_init=lambda *_: jnp.array(INITIAL_WEIGHTS))(h)
-    logits = candidate_logits(weights, proxy_std, best, obs, prior_mean, prior_scale,
-                              noise_scale)
-    probed = jnp.zeros(proxy_std.shape[0], bool).at[obs.probe_index].max(mask)
-    logits = jnp.where(probed, MASKED, logits)
+    scores = candidate_scores(weights, best, obs, prior_mean, prior_scale, noise_scale)
     value = nn.Dense(1, name="value")(nn.tanh(nn.Dense(self.hidden_size, name="value_hidden")(h)))
-    return logits, value[0]
+    return scores, value[0]
+
+  def __call__(self, obs: Observation, proxy_std: jnp.ndarray):
+    scores, value = self.policy(obs, proxy_std[obs.probe_index], jnp.min(proxy_std))
+    return candidates.dense_logits(scores, proxy_std), value

@@ -73,6 +73,7 @@ class Transition:
   reward: jax.Array
   latency_rel: jax.Array
   valid: jax.Array  # () the answer after this step is within budget, truly
+  entropy: Any = None  # the policy's entropy where the actor computed it (a metric)
 
 
 def quantile_by_bisection(values, fraction, iterations: int = 30):
@@ -100,7 +101,9 @@ def sample_episodes(key, prior, num: int, proxies_raw: jax.Array,
   tables = jax.vmap(synthetic.latency_table)(devices)
   q = jax.random.uniform(key_q, (num,), minval=budget_percentiles[0],
                          maxval=budget_percentiles[1])
-  budget_ms = jax.vmap(quantile_by_bisection)(tables, q / 100.0)
+  # A few devices at a time: their tables stay in cache through the 30 passes (2-3x on CPU).
+  budget_ms = jax.lax.map(lambda x: quantile_by_bisection(*x), (tables, q / 100.0),
+                          batch_size=min(num, 8))
   dataset = jax.random.randint(key_data, (num,), 0, proxies_raw.shape[0])
   feasible = tables <= budget_ms[:, None]
   oracle = jnp.max(jnp.where(feasible, proxies_raw[dataset], 0.0), axis=1)
@@ -137,39 +140,31 @@ def step(key, params: EpisodeParams, state: EnvState, action, proxies_raw):
   return EnvState(obs=obs, score=score), score - state.score, latency_rel, valid
 
 
-def sample_categorical(key, log_probs):
-  """Inverse-CDF sampling: one uniform draw instead of one Gumbel per candidate."""
-  cdf = jnp.cumsum(jnp.exp(log_probs))
-  u = jax.random.uniform(key) * cdf[-1]
-  return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), log_probs.shape[0] - 1)
-
-
-def rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw, num_probes: int,
-            greedy: bool = False) -> Transition:
-  """One episode (scan over K steps); vmap it over EpisodeParams for a batch."""
-
-  def one_step(state, key):
-    key_act, key_measure = jax.random.split(key)
-    logits, value = apply_fn(policy_params, state.obs)
-    log_probs = jax.nn.log_softmax(logits)
-    action = jnp.argmax(logits) if greedy else sample_categorical(key_act, log_probs)
-    next_state, reward, latency_rel, valid = step(key_measure, params, state, action,
-                                                  proxies_raw)
-    return next_state, Transition(obs=state.obs, action=action, log_prob=log_probs[action],
-                                  value=value, reward=reward, latency_rel=latency_rel,
-                                  valid=valid)
-
-  _, transitions = jax.lax.scan(one_step, reset(params, num_probes),
-                                jax.random.split(key, num_probes))
-  return transitions
-
-
-def batch_rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw,
+def batch_rollout(act_fn: Callable, policy_params, params: EpisodeParams, key, proxies_raw,
                   num_probes: int, greedy: bool = False) -> Transition:
-  """Leading axis: episodes; second: steps."""
-  keys = jax.random.split(key, params.budget_ms.shape[0])
-  return jax.vmap(rollout, in_axes=(None, None, 0, 0, None, None, None))(
-      apply_fn, policy_params, params, keys, proxies_raw, num_probes, greedy)
+  """A batch of episodes (leading axis: episodes; second: steps), as one scan over the K steps.
+
+  `act_fn(policy_params, obs, keys, greedy) -> (action, log_prob, value, entropy or None)`
+  chooses for the whole batch at once (leading axis: episodes), so the policy can score
+  the candidates of many observations in one pass (`controller.actor`). Each episode has
+  its own key (split K ways, one per step; each step's key split into the action's and
+  the measurement's).
+  """
+  num = params.budget_ms.shape[0]
+  keys = jax.vmap(lambda k: jax.random.split(k, num_probes))(jax.random.split(key, num))
+
+  def one_step(state, step_keys):
+    pairs = jax.vmap(jax.random.split)(step_keys)
+    action, log_prob, value, entropy = act_fn(policy_params, state.obs, pairs[:, 0], greedy)
+    next_state, reward, latency_rel, valid = jax.vmap(step, in_axes=(0, 0, 0, 0, None))(
+        pairs[:, 1], params, state, action, proxies_raw)
+    return next_state, Transition(obs=state.obs, action=action, log_prob=log_prob, value=value,
+                                  reward=reward, latency_rel=latency_rel, valid=valid,
+                                  entropy=entropy)
+
+  state = jax.vmap(reset, in_axes=(0, None))(params, num_probes)
+  _, transitions = jax.lax.scan(one_step, state, jnp.swapaxes(keys, 0, 1))
+  return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), transitions)
 
 
 def episode_score(transitions: Transition) -> tuple[jax.Array, jax.Array]:

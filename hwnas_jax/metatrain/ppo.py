@@ -54,20 +54,49 @@ def normalize_advantages(advantages, axis_name=None):
   return (advantages - mean) / (std + 1e-8)
 
 
-def ppo_loss(params, apply_fn, batch, advantages, returns, config, axis_name=None):
-  logits, values = jax.vmap(apply_fn, in_axes=(None, 0))(params, batch.obs)
-  log_probs_all = jax.nn.log_softmax(logits)
-  log_prob = jnp.take_along_axis(log_probs_all, batch.action[:, None], axis=-1)[:, 0]
-  ratio = jnp.exp(log_prob - batch.log_prob)
+def ppo_loss(params, evaluate_fn: Callable, batch, advantages, returns, config, axis_name=None):
+  """Clipped-surrogate loss of a minibatch of transitions, and its metrics.
+
+  `evaluate_fn(params, obs, actions, entropy) -> (log_prob, value, entropy or None)` scores
+  the minibatch (leading axis) under `params`; the entropy is asked for, and enters the
+  loss, only when `config.ent_coef > 0`.
+  """
+  with_entropy = config.ent_coef > 0
+  log_prob, values, entropy = evaluate_fn(params, batch.obs, batch.action, with_entropy)
+  log_ratio = log_prob - batch.log_prob
+  ratio = jnp.exp(log_ratio)
   advantages = normalize_advantages(advantages, axis_name)
   clipped = jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
   policy_loss = -jnp.minimum(ratio * advantages, clipped * advantages).mean()
   value_clipped = batch.value + jnp.clip(values - batch.value, -config.clip_eps, config.clip_eps)
   value_loss = 0.5 * jnp.maximum((values - returns)**2, (value_clipped - returns)**2).mean()
-  probs = jnp.exp(log_probs_all)
-  entropy = -jnp.sum(jnp.where(probs > 0, probs * log_probs_all, 0.0), axis=-1).mean()
-  loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
-  return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
+  loss = policy_loss + config.vf_coef * value_loss
+  metrics = {"policy_loss": policy_loss, "value_loss": value_loss}
+  if with_entropy:
+    entropy = entropy.mean()
+    loss = loss - config.ent_coef * entropy
+    metrics["entropy"] = entropy
+  # Outside the gradient: how far the policy moved from the one that played the rollout.
+  log_ratio = jax.lax.stop_gradient(log_ratio)
+  metrics["approx_kl"] = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
+  metrics["clip_fraction"] = jnp.mean(jnp.abs(jax.lax.stop_gradient(ratio) - 1) > config.clip_eps)
+  return loss, metrics
+
+
+def dense_evaluate(apply_fn: Callable) -> Callable:
+  """`evaluate(params, obs, actions, data, entropy)` of a policy with dense logits,
+  `apply_fn(params, obs, data) -> (logits (A,), value ())` on one observation."""
+
+  def evaluate(params, obs, actions, data, entropy: bool = False):
+    logits, values = jax.vmap(apply_fn, in_axes=(None, 0, None))(params, obs, data)
+    log_probs = jax.nn.log_softmax(logits)
+    log_prob = jnp.take_along_axis(log_probs, actions[:, None], axis=-1)[:, 0]
+    if not entropy:
+      return log_prob, values, None
+    probs = jnp.exp(log_probs)
+    return log_prob, values, -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), axis=-1)
+
+  return evaluate
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -75,12 +104,13 @@ def make_optimizer(config) -> optax.GradientTransformation:
                      optax.adam(config.learning_rate, eps=1e-5))
 
 
-def make_update(config, apply_fn: Callable, rollout_fn: Callable,
+def make_update(config, evaluate_fn: Callable, rollout_fn: Callable,
                 optimizer: optax.GradientTransformation, axis_name=None):
   """`update(state, data) -> (state, metrics)`: one rollout and its PPO epochs.
 
   `rollout_fn(policy_params, key, data) -> (Transition [episodes, steps], metrics)` plays
-  one batch of fresh episodes; `apply_fn(params, obs, data) -> (logits, value)`. With
+  one batch of fresh episodes; `evaluate_fn(params, obs, actions, data, entropy) ->
+  (log_prob, value, entropy or None)` scores a minibatch (see `ppo_loss`). With
   `axis_name` (the shards' axis under `shard_map` or `vmap`, see `sharding`), every shard
   plays its own episodes (its key folded with its index), normalises advantages with the
   global statistics and averages gradients and metrics over the shards, so parameters and
@@ -99,11 +129,12 @@ def make_update(config, apply_fn: Callable, rollout_fn: Callable,
     batch_size = traj.reward.size  # episodes x steps, static
     minibatch_size = batch_size // config.num_minibatches
     advantages, returns = gae(traj.reward, traj.value, config.gamma, config.gae_lambda)
+    traj = traj.replace(entropy=None)  # a rollout metric, not needed by the loss
     flat = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]),
                         (traj, advantages, returns))
 
-    def apply(params, obs):
-      return apply_fn(params, obs, data)
+    def evaluate(params, obs, actions, entropy):
+      return evaluate_fn(params, obs, actions, data, entropy)
 
     def epoch(carry, key):
       params, opt_state = carry
@@ -114,7 +145,7 @@ def make_update(config, apply_fn: Callable, rollout_fn: Callable,
       def minibatch(carry, mb):
         params, opt_state = carry
         (loss, aux), grads = jax.value_and_grad(ppo_loss, has_aux=True)(
-            params, apply, *mb, config, axis_name)
+            params, evaluate, *mb, config, axis_name)
         updates, opt_state = optimizer.update(grad_reduce(grads), opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), {"loss": loss, **aux}
 

@@ -29,6 +29,7 @@ from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
 from hwnas_jax.devices import synthetic
+from hwnas_jax.metatrain import candidates
 from hwnas_jax.metatrain import checkpoint
 from hwnas_jax.metatrain import config as config_lib
 from hwnas_jax.metatrain import controller as controller_lib
@@ -122,9 +123,9 @@ def make_model(config) -> nn.Module:
 
 class Agent(NamedTuple):
   """What meta-training needs of a controller, whichever kind it is."""
-  init: Callable     # key -> params
-  apply: Callable    # (params, obs, data) -> (logits, value)
-  rollout: Callable  # (params, episodes, key, data, greedy) -> (transitions, score, valid)
+  init: Callable      # key -> params
+  evaluate: Callable  # (params, obs, actions, data, entropy) -> (log_prob, value, entropy)
+  rollout: Callable   # (params, episodes, key, data, greedy) -> (transitions, score, valid)
 
 
 def make_agent(config) -> Agent:
@@ -132,34 +133,37 @@ def make_agent(config) -> Agent:
   if config.name == "paper_controller":
     return Agent(
         init=lambda key: model.init(key, jnp.zeros((paper.HISTORY, paper.NUM_ACTIONS + 1))),
-        apply=lambda params, obs, data: model.apply(params, obs),
+        evaluate=ppo.dense_evaluate(lambda params, obs, data: model.apply(params, obs)),
         rollout=lambda params, episodes, key, data, greedy=False: paper.batch_rollout(
             model.apply, params, episodes, key, data.proxies_raw, num_probes, greedy))
 
-  def apply(params, obs, data):
-    return model.apply(params, obs, data.proxies_std[obs.dataset])
+  evaluate = controller_lib.evaluator(model)
 
   def rollout(params, episodes, key, data, greedy=False):
-    transitions = env.batch_rollout(lambda p, obs: apply(p, obs, data), params, episodes, key,
+    table = candidates.proxy_table(data.proxies_std)  # once per rollout, shared by every row
+    transitions = env.batch_rollout(controller_lib.actor(model, table), params, episodes, key,
                                     data.proxies_raw, num_probes, greedy)
     return (transitions, *env.episode_score(transitions))
 
   return Agent(
       init=lambda key: model.init(key, env.empty_observation(num_probes),
                                   jnp.zeros(searchspace.NUM_ARCHS)),
-      apply=apply, rollout=rollout)
+      evaluate=lambda params, obs, actions, data, entropy=False: evaluate(
+          params, obs, actions, candidates.proxy_table(data.proxies_std), entropy),
+      rollout=rollout)
 
 
 def random_score(data: TrainData, key, num_probes: int):
   """Uniform over the unprobed candidates on the held-out episodes: the reference."""
+  table = candidates.proxy_table(data.proxies_std)
 
-  def apply(params, obs: env.Observation):
-    del params
-    mask = jnp.arange(obs.probe_index.shape[0]) < obs.num_probed
-    probed = jnp.zeros(searchspace.NUM_ARCHS, bool).at[obs.probe_index].max(mask)
-    return jnp.where(probed, controller_lib.MASKED, 0.0), jnp.zeros(())
+  def act(params, obs: env.Observation, keys, greedy=False):
+    del params, greedy
+    scores = jax.vmap(candidates.uniform_scores)(obs)
+    action, log_prob, entropy = candidates.sample(keys, scores, table)
+    return action, log_prob, jnp.zeros(action.shape), entropy
 
-  return env.episode_score(env.batch_rollout(apply, None, data.eval_episodes, key,
+  return env.episode_score(env.batch_rollout(act, None, data.eval_episodes, key,
                                              data.proxies_raw, num_probes))
 
 
@@ -188,9 +192,12 @@ def make_train(config, axis_name: str | None = None) -> Trainer:
                                    data.proxies_raw, tuple(config.budget_percentiles),
                                    sample_devices)
     transitions, score, valid = agent.rollout(params, episodes, key_roll, data)
-    return transitions, {"score": score.mean(), "feasible_rate": valid.mean()}
+    metrics = {"score": score.mean(), "feasible_rate": valid.mean()}
+    if transitions.entropy is not None:  # the sampling policy's, free from the sampler
+      metrics["entropy"] = transitions.entropy.mean()
+    return transitions, metrics
 
-  update = ppo.make_update(config, agent.apply, rollout_fn, optimizer, axis_name=axis_name)
+  update = ppo.make_update(config, agent.evaluate, rollout_fn, optimizer, axis_name=axis_name)
 
   def init(key) -> ppo.TrainState:
     key_params, key_train = jax.random.split(key)
@@ -210,8 +217,17 @@ def make_train(config, axis_name: str | None = None) -> Trainer:
 
 
 def make_update_fn(config, trainer: Trainer) -> Callable:
-  """The jitted update of a batch of seeds (leading axis), sharded if the config says so."""
-  batched = jax.vmap(trainer.update, in_axes=(0, None))
+  """The jitted update of a batch of seeds (leading axis), sharded if the config says so.
+
+  One seed runs the plain update (its leading axis of 1 dropped and restored): on CPU a
+  vmap over one seed turns every matmul into a batched one and costs about 2x.
+  """
+  if len(checkpoint.seeds_of(config)) == 1:
+    def batched(states, data):
+      state, metrics = trainer.update(jax.tree.map(lambda x: x[0], states), data)
+      return jax.tree.map(lambda x: x[None], (state, metrics))
+  else:
+    batched = jax.vmap(trainer.update, in_axes=(0, None))
   if int(config.num_shards) > 1:
     return sharding.make_sharded_update(batched, config)
   return jax.jit(batched)

@@ -11,6 +11,8 @@
 #   $OUT/env.txt        nvidia-smi, python, jax and its devices, what was installed
 #   $OUT/bench.txt      the benchmark's table;  $OUT/bench.json  every result
 #   $OUT/train.txt      the run's last lines, wall time, seconds per update (from metrics)
+#   $OUT/default_4seeds.tar.gz   the trained workdir (config, checkpoints, metrics, curves)
+# Data: $HWNAS_DATA_DIR, else .devdata/nb201 (a copy of the bundle carried to the machine).
 # Every step has its own timeout and the script goes on after a failure. Without the
 # benchmark bundle ($HWNAS_DATA_DIR) the embedded defaults are used: the same work.
 # JAX with CUDA: the installed one if it sees a GPU, else `pip install "jax[cuda12]"`
@@ -23,6 +25,12 @@ cd "$(dirname "$0")/.." || exit 1
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD:/tmp/site:${PYTHONPATH:-}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false   # peak memory per worker, not 75% of the card
+if [ -z "${HWNAS_DATA_DIR:-}" ] && [ -d .devdata/nb201 ]; then
+  export HWNAS_DATA_DIR="$PWD/.devdata/nb201"
+fi
+TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-400}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-330}
+BENCH_SIZES=${BENCH_SIZES:-1024,4096,16384}
 PY=${PYTHON:-python3}
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/env.txt"; }
 
@@ -30,11 +38,11 @@ gpu_ok() { timeout 120 "$PY" -c "import jax; assert jax.default_backend() == 'gp
 
 setup() {
   { nvidia-smi 2>&1 | head -15; "$PY" --version; uptime; } >> "$OUT/env.txt"
-  if ! gpu_ok; then
+  if [ "${GPU_RUN_INSTALL:-1}" = 1 ] && ! gpu_ok && ! ls .whl/jax*.whl >/dev/null 2>&1; then
     log "no GPU backend in the installed JAX: pip install jax[cuda12]"
     timeout 300 "$PY" -m pip install -q "jax[cuda12]" >> "$OUT/env.txt" 2>&1 || log "pip failed"
   fi
-  if ! gpu_ok && ls .whl/*.whl >/dev/null 2>&1; then
+  if ls .whl/*.whl >/dev/null 2>&1 && ! { gpu_ok && "$PY" -c "import ml_collections" 2>/dev/null; }; then
     log "installing the carried wheels of .whl/"
     timeout 300 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
       --upgrade --target /tmp/site .whl/*.whl >> "$OUT/env.txt" 2>&1 || log "wheels failed"
@@ -49,7 +57,7 @@ setup() {
 
 bench() {
   log "bench start"
-  timeout 330 "$PY" -m benchmarks.bench_meta_train --batch_sizes=1024,4096,16384 --seeds=1,4 \
+  timeout "$BENCH_TIMEOUT" "$PY" -m benchmarks.bench_meta_train --batch_sizes="$BENCH_SIZES" --seeds=1,4 \
     --shards=1 --repeats=3 --timeout=150 --json_out="$OUT/bench.json" 2>&1 \
     | grep -v '^JSON' | tee "$OUT/bench.txt"
   log "bench end (exit ${PIPESTATUS[0]})"
@@ -59,8 +67,8 @@ train() {
   log "train start: default.py, 4 seeds"
   local workdir=/tmp/gpu_default_4seeds start end
   start=$(date +%s)
-  timeout 400 "$PY" -m experiments.meta_train --config=experiments/configs/default.py \
-    --config.num_seeds=4 --workdir="$workdir" --fresh > /tmp/gpu_train.log 2>&1
+  timeout "$TRAIN_TIMEOUT" "$PY" -m experiments.meta_train --config=experiments/configs/default.py \
+    --config.num_seeds=4 --workdir="$workdir" --fresh ${TRAIN_FLAGS:-} > /tmp/gpu_train.log 2>&1
   local status=$?
   end=$(date +%s)
   {
@@ -81,6 +89,8 @@ for path in sorted(glob.glob(sys.argv[1] + "/seed_*/metrics.jsonl")):
   break  # every seed's row holds the same (vmapped) seconds
 EOF
   } | tee "$OUT/train.txt"
+  tar -czf "$OUT/default_4seeds.tar.gz" -C "$(dirname "$workdir")" "$(basename "$workdir")" \
+    && log "workdir saved to default_4seeds.tar.gz"
   log "train end"
 }
 
@@ -89,5 +99,6 @@ case "$MODE" in
   bench) bench ;;
   train) train ;;
   all) bench; train ;;
-  *) echo "usage: $0 [bench|train|all]"; exit 2 ;;
+  train_bench) train; bench ;;
+  *) echo "usage: $0 [bench|train|all|train_bench]"; exit 2 ;;
 esac

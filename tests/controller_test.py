@@ -38,15 +38,36 @@ def test_fit_latency_recovers_a_linear_device_from_a_few_probes():
   assert float(prior_sigma.min()) > 5 * float(sigma.max())
 
 
-def test_policy_never_repeats_a_probe_and_prefers_proxy_among_feasible():
+def test_policy_masks_probed_candidates_and_offers_their_repeats():
   model = controller_lib.Controller(hidden_size=8)
   proxy = controller_lib.standardize(np.random.default_rng(1).uniform(size=searchspace.NUM_ARCHS))
   obs = _observation([5, 17], [0.5, 2.0])
   params = model.init(jax.random.key(0), obs, jnp.asarray(proxy))
   logits, value = model.apply(params, obs, jnp.asarray(proxy))
-  assert logits.shape == (searchspace.NUM_ARCHS,) and value.shape == ()
+  n, k = searchspace.NUM_ARCHS, obs.probe_index.shape[0]
+  assert logits.shape == (n + k,) and value.shape == ()
   assert float(logits[5]) == controller_lib.MASKED and float(logits[17]) == controller_lib.MASKED
+  repeats = np.asarray(logits[n:])
+  assert np.all(repeats[2:] == controller_lib.MASKED)  # empty slots cannot be repeated
+  assert np.all(repeats[:2] > controller_lib.MASKED)
   assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_untrained_policy_confirms_a_promising_unconfirmed_answer():
+  """Measured once just under budget, the best-proxy probe is worth measuring again; far
+  under budget (confirmed by one probe) or over it, it is not."""
+  model = controller_lib.Controller(hidden_size=8)
+  proxy = controller_lib.standardize(np.random.default_rng(1).uniform(size=searchspace.NUM_ARCHS))
+  best = int(np.argmax(proxy))
+  params = model.init(jax.random.key(0), _observation([], []), jnp.asarray(proxy))
+  n = searchspace.NUM_ARCHS
+  act = jax.jit(lambda obs: env.arch_of_action(
+      obs, jnp.argmax(model.apply(params, obs, jnp.asarray(proxy))[0])))
+  near = _observation([best], [0.97])
+  assert int(jnp.argmax(model.apply(params, near, jnp.asarray(proxy))[0])) == n  # repeat slot 0
+  assert int(act(near)) == best
+  for latency_rel in (0.3, 1.5):
+    assert int(act(_observation([best], [latency_rel]))) != best
 
 
 def test_spd_inverse_matches_numpy():

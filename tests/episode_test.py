@@ -59,7 +59,8 @@ def test_batched_rollout_matches_python_loop(setup):
       scores, _ = controller_lib.policy_scores(model, params, state.obs, table)
       one_row = jax.tree.map(lambda x: x[None], scores)
       action = int(candidates.sample(key_act[None], one_row, table)[0][0])
-      state, reward, latency_rel, _ = env.step(key_measure, one, state, action, proxies)
+      arch = int(env.arch_of_action(state.obs, action))
+      state, reward, latency_rel, _ = env.step(key_measure, one, state, arch, proxies)
       assert action == int(batched.action[i, t])
       np.testing.assert_allclose(float(reward), float(batched.reward[i, t]), rtol=1e-5, atol=1e-6)
       np.testing.assert_allclose(float(latency_rel), float(batched.latency_rel[i, t]), rtol=1e-5)
@@ -69,9 +70,15 @@ def test_episode_probes_k_distinct_architectures_and_scores_validity(setup):
   proxies, _, apply, params, _ = setup
   ep, tables = _params(_devices(noise=0.0), proxies)
   out = env.batch_rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)
-  actions = np.asarray(out.action)
-  assert actions.shape == (3, K)
-  assert all(len(set(row)) == K for row in actions)  # probed candidates are masked
+  actions, archs = np.asarray(out.action), np.asarray(out.arch)
+  assert actions.shape == archs.shape == (3, K)
+  for row, arch in zip(actions, archs):  # a new candidate, or a repeat of an earlier probe
+    for t, (action, index) in enumerate(zip(row, arch)):
+      if action < searchspace.NUM_ARCHS:
+        assert index == action and index not in arch[:t]
+      else:
+        assert index == arch[action - searchspace.NUM_ARCHS] and index in arch[:t]
+  actions = archs
   score, valid = env.episode_score(out)
   for i in range(3):
     latency = np.asarray(tables[i])[actions[i]]
@@ -94,7 +101,7 @@ def test_deployed_controller_repeats_the_greedy_episode(setup):
   budgeted = interface.ProbeBudget(table, K)
   task = interface.Task("d0", float(ep.budget_ms[0]), K, np.asarray(proxies[0], np.float64))
   answer = method(task, budgeted.handle, np.random.default_rng(0))
-  assert [p.index for p in budgeted.probes] == [int(a) for a in out.action[0]]
+  assert [p.index for p in budgeted.probes] == [int(a) for a in out.arch[0]]
   assert answer is None or budgeted.is_valid(answer, task.budget_ms)
 
 

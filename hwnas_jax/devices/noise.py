@@ -41,6 +41,8 @@ MIN_CONFIDENCE = 0.95
 # or two repeats the posterior is mostly the prior, and averaging over a prior that allows
 # no noise makes a single lucky probe look certain on a device that is very noisy.
 SIGMA_QUANTILE = 0.95
+# A method re-measures an architecture to confirm it at most this many times in all.
+MAX_PROBES_PER_ARCH = 3
 LOG_REL_CAP = 14.0  # log(1.2e6): a probe that could not run (inf) still counts as "far over"
 
 

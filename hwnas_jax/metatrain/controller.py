@@ -2,12 +2,16 @@
 
 Nothing here memorises one dataset's landscape. At each step the controller
   1. fits the probes so far in context: a Bayesian linear model of latency / budget on the
-     operation counts, whose prior mean and scale and noise level are meta-learned;
-  2. describes every candidate by a few numbers (proxy, gain over the best valid probe,
-     predicted slack, log-probability of fitting the budget, uncertainty, ...);
+     operation counts, whose prior mean and scale and noise level are meta-learned, the
+     noise widened by what repeated probes say of the device's noise (`noise.probe_stats`);
+  2. describes every candidate by a few numbers (proxy, gain over the confirmed answer,
+     predicted slack, log-probability of fitting the budget, uncertainty, ...), and every
+     probed architecture by what confirming it would be worth (a "measure it again" action:
+     `REPEAT_FEATURES`);
   3. runs a GRU over the probe history and maps its summary to weights over those features.
 The logits are the weighted features, so one small network scores all 15,625 candidates
-at once, and the same weights transfer to any device, dataset and budget.
+and the K repeats at once, and the same weights transfer to any device, dataset and budget.
+Actions: a candidate's index (< N), or N + k to measure probe slot k's architecture again.
 """
 
 from __future__ import annotations
@@ -16,17 +20,29 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
 from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices import noise
 from hwnas_jax.metatrain import candidates
+from hwnas_jax.metatrain import env
 from hwnas_jax.metatrain.env import Observation
 
-FEATURES = ("proxy", "gain", "log_p_fit", "p_fit", "expected_gain", "slack", "log_sigma")
+FEATURES = ("proxy", "gain", "log_p_fit", "p_fit", "expected_gain", "slack", "log_sigma",
+            "log_p_confirm")
 NUM_FEATURES = len(FEATURES)
-# Initial feature weights: "best proxy among those likely to fit", a reasonable prior that
-# meta-training then improves. Order as FEATURES.
-INITIAL_WEIGHTS = (4.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0)
+# Initial feature weights: "best proxy among those likely to be confirmed within budget", a
+# reasonable prior (what `lsq` does) that meta-training then improves. Order as FEATURES.
+INITIAL_WEIGHTS = (4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0)
+# A repeat's features: a constant, whether confirming it would improve the answer (measured
+# within budget, not confirmed, better proxy than the confirmed answer, probes left for it),
+# its proxy, how far under the budget it measured (mean log), how often it was measured.
+REPEAT_FEATURES = ("bias", "worth", "proxy", "mean_log_rel", "count")
+# Initial repeat weights: "re-measure whatever is worth confirming, the best proxy first;
+# otherwise never" (what `lsq` does), which meta-training then improves.
+INITIAL_REPEAT_WEIGHTS = (-30.0, 60.0, 4.0, 0.0, 0.0)
 MASKED = candidates.MASKED
+CONFIRM_Z = float(scipy.stats.norm.ppf(noise.MIN_CONFIDENCE))
 count_groups = candidates.count_groups
 
 
@@ -126,18 +142,31 @@ def fit_latency(x: jnp.ndarray, obs: Observation, prior_mean, prior_scale, noise
   return mean, jnp.sqrt(var)
 
 
-def probe_summary(probe_proxy, proxy_floor, obs: Observation):
-  """(best proxy among valid probes, or the floor; whether any probe was valid).
+def probe_summary(probe_proxy, proxy_floor, stats: noise.ProbeStats):
+  """(proxy of the best confirmed probe, or the floor; whether any probe is confirmed).
 
   `probe_proxy` (K,): the proxy of each probe slot, in standard units."""
-  mask = jnp.arange(obs.probe_index.shape[0]) < obs.num_probed
-  valid = mask & (obs.latency_rel <= 1.0)
-  any_valid = valid.any()
-  best = jnp.where(any_valid, jnp.max(jnp.where(valid, probe_proxy, -jnp.inf)), proxy_floor)
-  return best, any_valid
+  confirmed = stats.first & stats.any_within & (stats.confidence >= noise.MIN_CONFIDENCE)
+  any_confirmed = confirmed.any()
+  best = jnp.where(any_confirmed, jnp.max(jnp.where(confirmed, probe_proxy, -jnp.inf)),
+                   proxy_floor)
+  return best, any_confirmed
+
+
+def repeat_features(probe_proxy, best, stats: noise.ProbeStats):
+  """(K, len(REPEAT_FEATURES)) features of re-measuring each probe slot's architecture, and
+  whether the slot can be re-measured (its architecture's first slot)."""
+  unconfirmed = stats.any_within & (stats.confidence < noise.MIN_CONFIDENCE)
+  worth = (unconfirmed & (probe_proxy > best)
+           & (stats.count < noise.MAX_PROBES_PER_ARCH)).astype(jnp.float32)
+  features = jnp.stack([jnp.ones_like(probe_proxy), worth, probe_proxy,
+                        jnp.clip(stats.mean_log_rel, -3.0, 3.0),
+                        stats.count / noise.MAX_PROBES_PER_ARCH], axis=-1)
+  return features, stats.first
 
 
 def candidate_scores(weights, best, obs: Observation, prior_mean, prior_scale, noise_scale,
+                     confirm_rel,
                      extras=None) -> candidates.Scores:
   """`features(candidate) @ weights` for every candidate, factorised (`candidates.Scores`).
 
@@ -148,9 +177,12 @@ def candidate_scores(weights, best, obs: Observation, prior_mean, prior_scale, n
   mean, sigma = fit_latency(jnp.asarray(groups), obs, prior_mean, prior_scale, noise_scale)
   log_p_fit = jnp.maximum(jax.scipy.stats.norm.logcdf((1.0 - mean) / sigma), -20.0)
   p_fit = jnp.exp(log_p_fit)
+  # Fitting under `confirm_rel` x the budget: what two probes need to confirm an answer.
+  log_p_confirm = jnp.maximum(jax.scipy.stats.norm.logcdf((confirm_rel - mean) / sigma), -20.0)
   w = dict(zip(FEATURES, weights))
   group_term = (w["log_p_fit"] * log_p_fit + w["p_fit"] * p_fit
-                + w["slack"] * jnp.clip(mean - 1.0, -3.0, 3.0) + w["log_sigma"] * jnp.log(sigma))
+                + w["slack"] * jnp.clip(mean - 1.0, -3.0, 3.0) + w["log_sigma"] * jnp.log(sigma)
+                + w["log_p_confirm"] * log_p_confirm)
   num_slots = obs.probe_index.shape[0]
   return candidates.Scores(
       proxy_weight=w["proxy"], gain_weight=w["gain"] + w["expected_gain"] * p_fit,
@@ -176,7 +208,9 @@ class Controller(nn.Module):
     prior_mean = self.param("prior_mean", lambda _: jnp.ones(searchspace.NUM_OPS))
     prior_scale = jax.nn.softplus(self.param("prior_scale_raw", lambda _: jnp.array(0.55, jnp.float32)))
     noise_scale = jax.nn.softplus(self.param("noise_scale_raw", lambda _: jnp.array(-2.5, jnp.float32)))
-    best, any_valid = probe_summary(probe_proxy, proxy_floor, obs)
+    stats = env.probe_stats(obs)
+    best, any_confirmed = probe_summary(probe_proxy, proxy_floor, stats)
+    noise_scale = jnp.sqrt(noise_scale**2 + stats.sigma_mean**2)  # the device's probe noise
 
     # Recurrent summary of the probe history, slot by slot (masked beyond num_probed).
     num_slots = obs.probe_index.shape[0]
@@ -184,18 +218,27 @@ class Controller(nn.Module):
     steps = jnp.stack([jnp.clip(obs.latency_rel, 0.0, 4.0),
                        (obs.latency_rel <= 1.0).astype(jnp.float32),
                        probe_proxy,
-                       jnp.log(jnp.clip(obs.latency_rel, 1e-3, None))], axis=-1)
+                       jnp.log(jnp.clip(obs.latency_rel, 1e-3, None)),
+                       (~stats.first).astype(jnp.float32)], axis=-1)  # a repeat
     cell = nn.GRUCell(self.hidden_size, name="history")
     carry = jnp.zeros(self.hidden_size)
     for slot in range(num_slots):  # K is small and static: unrolled
       new_carry, _ = cell(carry, steps[slot])
       carry = jnp.where(mask[slot], new_carry, carry)
-    progress = jnp.stack([obs.num_probed / num_slots, any_valid.astype(jnp.float32), best,
-                          (num_slots - obs.num_probed).astype(jnp.float32)])
+    progress = jnp.stack([obs.num_probed / num_slots, any_confirmed.astype(jnp.float32), best,
+                          (num_slots - obs.num_probed).astype(jnp.float32),
+                          jnp.log(stats.sigma_upper), stats.df / num_slots])
     h = nn.tanh(nn.Dense(self.hidden_size, name="summary")(jnp.concatenate([carry, progress])))
     weights = nn.Dense(NUM_FEATURES, name="weights", kernel_init=nn.initializers.zeros,
                        bias_init=lambda *_: jnp.array(INITIAL_WEIGHTS))(h)
-    scores = candidate_scores(weights, best, obs, prior_mean, prior_scale, noise_scale)
+    repeat_weights = nn.Dense(len(REPEAT_FEATURES), name="repeat_weights",
+                              kernel_init=nn.initializers.zeros,
+                              bias_init=lambda *_: jnp.array(INITIAL_REPEAT_WEIGHTS))(h)
+    features, can_repeat = repeat_features(probe_proxy, best, stats)
+    extras = jnp.where(can_repeat, features @ repeat_weights, MASKED)
+    confirm_rel = jnp.exp(-CONFIRM_Z * stats.sigma_upper / jnp.sqrt(2.0))
+    scores = candidate_scores(weights, best, obs, prior_mean, prior_scale, noise_scale,
+                              confirm_rel, extras)
     value = nn.Dense(1, name="value")(nn.tanh(nn.Dense(self.hidden_size, name="value_hidden")(h)))
     return scores, value[0]
 

@@ -21,6 +21,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from hwnas_jax.benchmark import searchspace
 from hwnas_jax.devices import noise
 from hwnas_jax.devices import synthetic
 
@@ -67,7 +68,8 @@ class EnvState:
 @chex.dataclass(frozen=True)
 class Transition:
   obs: Any  # the observation the action was chosen on (a controller's or the paper's)
-  action: jax.Array
+  action: jax.Array   # the policy's action (a candidate, or N + k: repeat probe slot k)
+  arch: jax.Array     # the architecture it measured
   log_prob: jax.Array
   value: jax.Array
   reward: jax.Array
@@ -116,6 +118,14 @@ def reset(params: EpisodeParams, num_probes: int) -> EnvState:
                   score=jnp.array(0.0, jnp.float32))
 
 
+def arch_of_action(obs: Observation, action):
+  """The architecture an action measures: candidate `action` < N, or for a repeat action
+  N + k the architecture of probe slot k (the controllers' action encoding, `candidates`)."""
+  num = searchspace.NUM_ARCHS
+  slot = jnp.clip(action - num, 0, obs.probe_index.shape[0] - 1)
+  return jnp.where(action < num, action, obs.probe_index[slot])
+
+
 def probe_stats(obs: Observation) -> noise.ProbeStats:
   """What the observation's probes say (noise, confidences), for the answer and controllers."""
   return noise.probe_stats(obs.probe_index, noise.log_rel(obs.latency_rel, 1.0), obs.num_probed)
@@ -156,11 +166,12 @@ def batch_rollout(act_fn: Callable, policy_params, params: EpisodeParams, key, p
   def one_step(state, step_keys):
     pairs = jax.vmap(jax.random.split)(step_keys)
     action, log_prob, value, entropy = act_fn(policy_params, state.obs, pairs[:, 0], greedy)
+    arch = jax.vmap(arch_of_action)(state.obs, action)
     next_state, reward, latency_rel, valid = jax.vmap(step, in_axes=(0, 0, 0, 0, None))(
-        pairs[:, 1], params, state, action, proxies_raw)
-    return next_state, Transition(obs=state.obs, action=action, log_prob=log_prob, value=value,
-                                  reward=reward, latency_rel=latency_rel, valid=valid,
-                                  entropy=entropy)
+        pairs[:, 1], params, state, arch, proxies_raw)
+    return next_state, Transition(obs=state.obs, action=action, arch=arch, log_prob=log_prob,
+                                  value=value, reward=reward, latency_rel=latency_rel,
+                                  valid=valid, entropy=entropy)
 
   state = jax.vmap(reset, in_axes=(0, None))(params, num_probes)
   _, transitions = jax.lax.scan(one_step, state, jnp.swapaxes(keys, 0, 1))

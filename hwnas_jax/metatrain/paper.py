@@ -98,7 +98,8 @@ def rollout(apply_fn, policy_params, params: EpisodeParams, key, proxies_raw, nu
     latency_norm = normalised_latency(latency_ms, latency_range)
     reward = paper_reward(proxy[index], latency_norm)
     latency_rel = latency_ms / params.budget_ms
-    transition = Transition(obs=state.history, action=action, log_prob=log_probs[action],
+    transition = Transition(obs=state.history, action=action, arch=index,
+                            log_prob=log_probs[action],
                             value=value, reward=reward, latency_rel=latency_rel,
                             valid=latency_rel <= 1.0)
     return (State(ops=ops, history=observe(state.history, ops, latency_norm)), index), transition

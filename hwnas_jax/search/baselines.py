@@ -93,7 +93,8 @@ def _fit_latency(features: np.ndarray, probed: np.ndarray, log_ms: np.ndarray,
 
 
 def least_squares(task: interface.Task, device: interface.ProbeHandle, rng: np.random.Generator,
-                  max_probes_per_arch: int = 3, min_confidence: float = noise.MIN_CONFIDENCE,
+                  max_probes_per_arch: int = noise.MAX_PROBES_PER_ARCH,
+                  min_confidence: float = noise.MIN_CONFIDENCE,
                   misfit_floor: float = 0.03, misfit_prior: float = 0.1,
                   first_probes: Sequence[str] = ("nor_conv_3x3", "nor_conv_1x1", "skip_connect"),
                   ) -> int | None:

@@ -35,7 +35,8 @@ def _standardized(proxy_bytes: bytes) -> jax.Array:
 
 def controller_method(model: controller_lib.Controller, params) -> interface.Method:
   """Greedy in-context search with a trained `Controller`."""
-  choose = jax.jit(lambda obs, proxy_std: jnp.argmax(model.apply(params, obs, proxy_std)[0]))
+  choose = jax.jit(lambda obs, proxy_std: env.arch_of_action(
+      obs, jnp.argmax(model.apply(params, obs, proxy_std)[0])))
   observe = jax.jit(env.observe)
 
   def method(task: interface.Task, target: interface.ProbeHandle,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import score_proxies
+from hwnas_jax.benchmark import lab
 from hwnas_jax.benchmark import tables
 from hwnas_jax.benchmark import network
 from hwnas_jax.benchmark import proxies
@@ -23,15 +24,20 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}  # tiny networks: compile, 
 
 @pytest.fixture(scope="module", autouse=True)
 def fast_compile():
-  old = dict(proxies.COMPILER_OPTIONS)
+  old, old_lab = dict(proxies.COMPILER_OPTIONS), dict(lab.COMPILER_OPTIONS)
   proxies.COMPILER_OPTIONS.update(FAST_COMPILE)
+  lab.COMPILER_OPTIONS.update(FAST_COMPILE)
   proxies._jitted.cache_clear()
   proxies.jitted_scorers.cache_clear()
+  lab.chunk_program.cache_clear()
   yield
   proxies.COMPILER_OPTIONS.clear()
   proxies.COMPILER_OPTIONS.update(old)
+  lab.COMPILER_OPTIONS.clear()
+  lab.COMPILER_OPTIONS.update(old_lab)
   proxies._jitted.cache_clear()
   proxies.jitted_scorers.cache_clear()
+  lab.chunk_program.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,11 @@ def fast_compile():
   """Tiny networks: compile, don't optimise."""
   old = dict(lab.COMPILER_OPTIONS)
   lab.COMPILER_OPTIONS.update({"xla_backend_optimization_level": 0})
-  lab.chunk_program.cache_clear()
+  lab.family_program.cache_clear()
   yield
   lab.COMPILER_OPTIONS.clear()
   lab.COMPILER_OPTIONS.update(old)
-  lab.chunk_program.cache_clear()
+  lab.family_program.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -88,17 +88,27 @@ def test_plan_prunes_only_what_no_proxy_reads():
 
 def test_pruning_changes_no_value(setup, shared, values):
   """Running every edge (no pruning) gives the same values."""
-  unpruned = {k: np.repeat(v[:, None] if v.ndim == 1 else v, 1, axis=1)
-              for k, v in lab.plan_archs(ARCHS).items()}
+  plan = lab.plan_archs(ARCHS)
   for key in ("run_all", "run_naswot", "run_out"):
-    unpruned[key] = unpruned["ops"]
-  raw = jax.device_get(lab.chunk_program(setup)(shared, jax.tree_util.tree_map(jnp.asarray,
-                                                                               unpruned)))
-  np.testing.assert_allclose(lab.naswot_from_kernels(raw["naswot_kernel"]), values["naswot"],
-                             rtol=1e-6)
-  np.testing.assert_allclose(raw["logsynflow"], values["logsynflow"], rtol=1e-5)
-  np.testing.assert_allclose(raw["meco"], values["meco"], rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(raw["az"][:, 0], values["az_expressivity"], rtol=1e-4)
+    plan[key] = plan["ops"]
+  unpruned = {}
+  for family in lab.FAMILIES:
+    unpruned.update(lab.finish(family, lab.run_family(setup, shared, family, plan), ARCHS))
+  for name in ALL:
+    np.testing.assert_allclose(unpruned[name], values[name], rtol=1e-4, atol=1e-5,
+                               err_msg=name)
+
+
+def test_equal_computations_run_once(setup, shared, values):
+  """Architectures that differ only where nothing is computed get the same raw values; the
+  log-synflow of each still counts its own (dead) convolutions."""
+  ops = np.array([[3, 3, 3, 1, 2, 0], [3, 2, 4, 1, 2, 0]])  # edges 1, 2 feed a dead node 2
+  got = lab.score(setup, shared, ops)
+  assert got["az_expressivity"][0] == got["az_expressivity"][1]
+  assert got["logsynflow"][0] != got["logsynflow"][1]
+  one = [lab.score(setup, shared, o[None]) for o in ops]
+  for name in ALL:
+    np.testing.assert_allclose(got[name], [o[name][0] for o in one], rtol=1e-6, err_msg=name)
 
 
 def test_vmapped_blocks_equal_the_loop(values, batches, images):

@@ -380,8 +380,11 @@ def _rescaled(x, log_scale):
   return x / scale, log_scale + jnp.log(scale)
 
 
-def logsynflow_value(plan: Mapping, abs_lp: Mapping, image_shape: tuple[int, int, int]):
-  """FreeREA's log-synflow of one initialisation (`abs_lp`: |weights|, layered), float32."""
+def logsynflow_terms(plan: Mapping, abs_lp: Mapping, image_shape: tuple[int, int, int]):
+  """FreeREA's log-synflow of one initialisation (`abs_lp`: |weights|, layered), float32, in
+  parts: the sum over the weights outside the cells, and (3 stages, conv1x1 | conv3x3, 6
+  edges) sums over each candidate's weights, which count where the architecture holds that
+  operation (`logsynflow_from_terms`). The gradients depend on `run_out` alone."""
   v = Variant(use_bn=False, param_grads=True)
 
   def loss(p):
@@ -414,13 +417,17 @@ def logsynflow_value(plan: Mapping, abs_lp: Mapping, image_shape: tuple[int, int
     for w, g in zip(jax.tree_util.tree_leaves(_kernels(sub)),
                     jax.tree_util.tree_leaves(_kernels(grads[name]))):
       total = total + jnp.sum(term(w, g))
-  ops = plan["ops"]
-  for s in range(3):
-    for key, op in (("conv1", CONV1), ("conv3", CONV3)):
-      w, g = abs_lp["stages"][s][key]["kernel"], grads["stages"][s][key]["kernel"]
-      per_edge = jnp.sum(term(w, g), axis=(0, 2, 3, 4, 5))  # (6,)
-      total = total + jnp.sum(per_edge * (ops == op))
-  return total
+  per_edge = jnp.stack([jnp.stack([
+      jnp.sum(term(abs_lp["stages"][s][key]["kernel"], grads["stages"][s][key]["kernel"]),
+              axis=(0, 2, 3, 4, 5)) for key in ("conv1", "conv3")]) for s in range(3)])
+  return total, per_edge
+
+
+def logsynflow_from_terms(base: np.ndarray, per_edge: np.ndarray, ops: np.ndarray):
+  """(A,) log-synflow from (A,) outside sums, (A, 3, 2, 6) candidate sums, (A, 6) ops."""
+  held = np.stack([ops == CONV1, ops == CONV3], axis=1)[:, None]  # (A, 1, 2, 6)
+  return np.asarray(base, np.float64) + np.sum(np.asarray(per_edge, np.float64) * held,
+                                               axis=(1, 2, 3))
 
 
 def _kernels(tree):
@@ -504,7 +511,7 @@ class Setup:
 
   @property
   def families(self) -> set[str]:
-    return {p.split("_")[0] for p in self.proxies}
+    return {family_of(p) for p in self.proxies}
 
 
 def _param_shapes(net: network_lib.TinyNetwork):
@@ -553,29 +560,56 @@ def prepare(setup: Setup, batches: np.ndarray, images: np.ndarray, seed: int = 0
   return shared
 
 
-def _one_arch(setup: Setup, shared: Mapping, plan: Mapping) -> dict:
-  families, out = setup.families, {}
-  if "naswot" in families:
-    out["naswot_kernel"] = jax.lax.map(lambda a: naswot_kernel(plan, *a),
-                                       (shared["naswot_params"], shared["stem_out"]))
-  if "logsynflow" in families:
-    values = jax.lax.map(lambda p: logsynflow_value(plan, p, setup.image_shape),
-                         shared["synflow_params"])
-    out["logsynflow"] = jnp.mean(values)
-  if "meco" in families:
-    out["meco"] = meco_value(plan, shared["meco_params"], shared["meco_image"])
-  if "az" in families:
-    out["az"] = az_values(plan, shared["az_params"], shared["az_images"], shared["az_key"])
-  return out
+FAMILIES = ("naswot", "logsynflow", "meco", "az")
+# The plan entries that decide a family's computation: architectures equal on them get the
+# same raw output (the weights are shared), so each is computed once (`family_keys`).
+_FAMILY_PLAN = {"naswot": ("run_naswot", "reads"), "logsynflow": ("run_out",),
+                "meco": ("run_all",), "az": ("run_out",)}
+
+
+def family_of(proxy: str) -> str:
+  return proxy.split("_")[0]
+
+
+def family_keys(family: str, plan: Mapping[str, np.ndarray]) -> np.ndarray:
+  """(A, k) ints: architectures with equal rows have equal raw outputs of `family`."""
+  return np.concatenate([plan[k] for k in _FAMILY_PLAN[family]], axis=1)
+
+
+def _one_arch(setup: Setup, family: str, shared: Mapping, plan: Mapping):
+  if family == "naswot":
+    return jax.lax.map(lambda a: naswot_kernel(plan, *a),
+                       (shared["naswot_params"], shared["stem_out"]))
+  if family == "logsynflow":
+    base, per_edge = jax.lax.map(lambda p: logsynflow_terms(plan, p, setup.image_shape),
+                                 shared["synflow_params"])
+    return base.mean(0), per_edge.mean(0)
+  if family == "meco":
+    return meco_value(plan, shared["meco_params"], shared["meco_image"])
+  return az_values(plan, shared["az_params"], shared["az_images"], shared["az_key"])
 
 
 @functools.lru_cache(maxsize=None)
-def chunk_program(setup: Setup):
-  """jit(shared, plans) -> raw outputs of every architecture of the chunk."""
+def family_program(setup: Setup, family: str):
+  """jit(shared, plans) -> raw outputs of `family` for a chunk of architectures."""
   def run(shared, plans):
-    return jax.lax.map(functools.partial(_one_arch, setup, shared), plans,
+    return jax.lax.map(functools.partial(_one_arch, setup, family, shared), plans,
                        batch_size=setup.vmap_size if setup.vmap_size > 1 else None)
   return jax.jit(run, compiler_options=COMPILER_OPTIONS or None)
+
+
+def _plan_arrays(plan: Mapping[str, np.ndarray], rows) -> dict:
+  return {k: jnp.asarray(v[rows]) for k, v in plan.items()}
+
+
+def run_family(setup: Setup, shared: Mapping, family: str, plan: Mapping[str, np.ndarray],
+               pad_to: int = 0):
+  """Raw outputs of `family` for every architecture of `plan` (numpy); the chunk is padded
+  to `pad_to` architectures (repeating the last) so one compiled shape serves every call."""
+  n = len(plan["ops"])
+  rows = np.concatenate([np.arange(n), np.full(max(pad_to - n, 0), n - 1)])
+  raw = jax.device_get(family_program(setup, family)(shared, _plan_arrays(plan, rows)))
+  return jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], raw)
 
 
 def naswot_from_kernels(kernels: np.ndarray) -> np.ndarray:
@@ -584,22 +618,31 @@ def naswot_from_kernels(kernels: np.ndarray) -> np.ndarray:
   return np.where(np.isfinite(logdet), logdet, SINGULAR_NASWOT)
 
 
+def finish(family: str, raw, ops: np.ndarray) -> dict[str, np.ndarray]:
+  """float64 proxy values from raw outputs (each architecture's own row) and (A, 6) ops."""
+  if family == "naswot":
+    return {"naswot": naswot_from_kernels(raw)}
+  if family == "logsynflow":
+    return {"logsynflow": logsynflow_from_terms(raw[0], raw[1], ops)}
+  if family == "meco":
+    return {"meco": np.asarray(raw, np.float64)}
+  az = np.asarray(raw, np.float64)
+  return {name: az[:, i] for i, name in enumerate(
+      ("az_expressivity", "az_progressivity", "az_trainability"))}
+
+
 def score(setup: Setup, shared: Mapping, ops: np.ndarray) -> dict[str, np.ndarray]:
-  """float64 values of `setup.proxies` for (A, 6) architectures, one compiled call."""
+  """float64 values of `setup.proxies` for (A, 6) architectures: one compiled call per
+  family, each distinct computation once."""
+  ops = np.asarray(ops, np.int32).reshape(-1, searchspace.NUM_EDGES)
   plan = plan_archs(ops)
-  plans = {k: jnp.asarray(plan[k]) for k in ("ops", "reads", "run_all", "run_naswot", "run_out")}
-  raw = jax.device_get(chunk_program(setup)(shared, plans))
   values = {}
-  if "naswot_kernel" in raw:
-    values["naswot"] = naswot_from_kernels(raw["naswot_kernel"])
-  if "logsynflow" in raw:
-    values["logsynflow"] = np.asarray(raw["logsynflow"], np.float64)
-  if "meco" in raw:
-    values["meco"] = np.asarray(raw["meco"], np.float64)
-  if "az" in raw:
-    az = np.asarray(raw["az"], np.float64)
-    for i, name in enumerate(("az_expressivity", "az_progressivity", "az_trainability")):
-      values[name] = az[:, i]
+  for family in sorted(setup.families):
+    _, first, inverse = np.unique(family_keys(family, plan), axis=0, return_index=True,
+                                  return_inverse=True)
+    raw = run_family(setup, shared, family, {k: v[first] for k, v in plan.items()})
+    expanded = jax.tree_util.tree_map(lambda a: a[inverse.ravel()], raw)
+    values.update(finish(family, expanded, ops))
   return {name: values[name] for name in setup.proxies}
 
 

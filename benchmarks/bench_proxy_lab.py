@@ -56,13 +56,17 @@ def conv_macs(run: np.ndarray, dataset: str, channels: int = 16, num_cells: int 
   return base + cells
 
 
-def floor_flops(dataset: str, num_inits: int = 3, images: int = 128) -> float:
+def floor_flops(dataset: str, num_inits: int = 3, images: int = 128,
+                distinct: bool = False) -> float:
   """Dense FLOPs of NASWOT (forward, `images` x inits) and log-synflow (forward and
-  backward: about 3 forwards of one image x inits) over the whole space."""
+  backward: about 3 forwards of one image x inits) over the whole space; with `distinct`,
+  each distinct computation once (as `score_proxies` runs the space)."""
   plan = lab.plan_archs(searchspace.arch_ops())
-  naswot = conv_macs(plan["run_naswot"], dataset) * images * num_inits
-  synflow = conv_macs(plan["run_out"], dataset) * 3 * num_inits
-  return float(2 * (naswot + synflow).sum())
+  rows = {f: np.unique(lab.family_keys(f, plan), axis=0, return_index=True)[1] if distinct
+          else slice(None) for f in ("naswot", "logsynflow")}
+  naswot = conv_macs(plan["run_naswot"][rows["naswot"]], dataset) * images * num_inits
+  synflow = conv_macs(plan["run_out"][rows["logsynflow"]], dataset) * 3 * num_inits
+  return float(2 * (naswot.sum() + synflow.sum()))
 
 
 def conv_throughput(repeats: int = 10) -> float:
@@ -135,14 +139,15 @@ def main(argv):
   net = network.network_for(FLAGS.dataset)
   ops = searchspace.arch_ops()
   rng = np.random.default_rng(FLAGS.seed)
-  parts = np.array_split(rng.choice(searchspace.NUM_ARCHS, FLAGS.num_archs, replace=False),
-                         FLAGS.rounds)
-  warm = int(rng.integers(searchspace.NUM_ARCHS))
+  drawn = rng.choice(searchspace.NUM_ARCHS, 2 * FLAGS.num_archs, replace=False)
+  parts = np.array_split(drawn[:FLAGS.num_archs], FLAGS.rounds)
+  warm_set = drawn[FLAGS.num_archs:]  # distinct architectures, not timed
+  warm = int(warm_set[0])
   setup = lab.Setup(net, lab.DEFAULT_PROXIES, proxies.NUM_INITS, tuple(batches.shape[2:]))
   start = time.perf_counter()
   shared = lab.prepare(setup, batches, images)
   for size in sorted({len(p) for p in parts}):  # the chunk shapes the rounds use
-    lab.score(setup, shared, ops[[warm] * size])
+    lab.score(setup, shared, ops[warm_set[:size]])
   compiled = {"new": time.perf_counter() - start}
   scorers = {}
   for name, main_ops in (("old, main", True), ("old, fast ops", False)):
@@ -172,13 +177,19 @@ def main(argv):
   for k, rate in rates.items():
     print(f"  {k:>13}: {rate:.3f} archs/s ({1 / rate:.2f} s/arch), whole space "
           f"{searchspace.NUM_ARCHS / rate / 3600:.2f} h; new is {rates['new'] / rate:.1f}x")
-  flops = floor_flops(FLAGS.dataset)
   throughput = conv_throughput()
-  floor = flops / throughput
   lab_time = searchspace.NUM_ARCHS / rates["new"]
-  print(f"floor: {flops / 1e15:.2f} PFLOP of convolutions over the space / "
-        f"{throughput / 1e9:.0f} GFLOP/s (3x3 conv, 128 images) = {floor / 3600:.2f} h; "
-        f"the lab takes {lab_time / floor:.1f}x that; load {load()}")
+  distinct = len(np.unique(lab.family_keys("naswot", lab.plan_archs(ops)), axis=0))
+  for label, dedup, time_s in (("every architecture", False, lab_time),
+                               ("distinct computations", True,
+                                lab_time * distinct / searchspace.NUM_ARCHS)):
+    flops = floor_flops(FLAGS.dataset, distinct=dedup)
+    floor = flops / throughput
+    print(f"floor, {label}: {flops / 1e15:.2f} PFLOP of convolutions / "
+          f"{throughput / 1e9:.0f} GFLOP/s (3x3 conv, 128 images) = {floor / 3600:.2f} h; "
+          f"the lab {time_s / 3600:.2f} h{' (est., NASWOT share)' if dedup else ''} = "
+          f"{time_s / floor:.1f}x that")
+  print(f"load {load()}")
 
 
 if __name__ == "__main__":

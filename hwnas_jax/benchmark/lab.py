@@ -640,7 +640,8 @@ def score(setup: Setup, shared: Mapping, ops: np.ndarray) -> dict[str, np.ndarra
   for family in sorted(setup.families):
     _, first, inverse = np.unique(family_keys(family, plan), axis=0, return_index=True,
                                   return_inverse=True)
-    raw = run_family(setup, shared, family, {k: v[first] for k, v in plan.items()})
+    raw = run_family(setup, shared, family, {k: v[first] for k, v in plan.items()},
+                     pad_to=len(ops))  # one compiled shape per batch size
     expanded = jax.tree_util.tree_map(lambda a: a[inverse.ravel()], raw)
     values.update(finish(family, expanded, ops))
   return {name: values[name] for name in setup.proxies}

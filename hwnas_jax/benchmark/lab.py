@@ -162,7 +162,12 @@ def min_corr_eigenvalue(x: jax.Array) -> jax.Array:
   """MeCo's term: smallest eigenvalue of the channel correlation of the first image.
 
   As `torch.corrcoef` with NaN set to 0: a constant channel gets a zero row and column.
+  With no more positions than channels (CIFAR's 8x8x64 last stage) the centred features
+  have rank < channels and the smallest eigenvalue is 0: returned without the
+  eigendecomposition, which took most of MeCo's time (LAPACK gives +-1e-7 there).
   """
+  if x.shape[-3] * x.shape[-2] <= x.shape[-1]:
+    return jnp.float32(0.0)
   f = x.reshape((-1,) + x.shape[-3:])[0].reshape(-1, x.shape[-1])
   f = f - f.mean(axis=0)
   cov = f.T @ f

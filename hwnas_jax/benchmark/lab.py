@@ -1,25 +1,29 @@
 """The proxy lab: training-free proxies of many architectures in one compiled program.
 
-Every architecture of a chunk runs through the same jitted program, `lax.map` over the
-chunk: each edge picks its operation with `lax.switch`, so on a CPU only the chosen
-operation runs (`vmap_size=1`), while `vmap_size=k` vmaps blocks of k architectures (the
-switch becomes a select: every operation computed, the masked supernet, what a GPU wants).
-No program is compiled per architecture.
+Each proxy family (naswot, logsynflow, meco, az) is one jitted program (`family_program`),
+`lax.map` over a chunk of architectures: each edge picks its operation with `lax.switch`,
+so on a CPU only the chosen operation runs (`vmap_size=1`), while `vmap_size=k` vmaps
+blocks of k architectures (the switch becomes a select: every operation computed, the
+masked supernet, what a GPU wants). Nothing is compiled per architecture.
 
-What makes it fast on a CPU (see `benchmarks/bench_proxies.py` for the numbers):
+What makes it fast on a CPU (`benchmarks/bench_proxy_lab.py` has the numbers):
   * one set of weights per initialisation, shared by every architecture (common random
     numbers; any subset still scores the same). A grouped convolution over per-architecture
-    kernels ran at 12 GFLOP/s here against 200 for one kernel, and the weights need not be
-    drawn per architecture;
+    kernels ran at 12 GFLOP/s here against 200 for one kernel, and no weights are drawn per
+    architecture;
   * an edge whose input is all zero (its source node only gets `none`) or whose output
     reaches nothing a proxy reads is computed as `none` (`plan_archs`): 13 % fewer
-    convolution FLOPs over the space;
+    convolution FLOPs over the space; and with shared weights, architectures that plan the
+    same computation are computed once (`family_keys`: 10,095 distinct NASWOT
+    computations in the space, 9,445 log-synflow and AZ-NAS, 12,205 MeCo);
   * the two NASWOT image batches go through together (batch norm per batch of 64), the
     stem is computed once per initialisation, the ReLU-code matmuls run in int8;
   * log-synflow in float32: its activations reach 1e40, so every cell's output is divided
     by its mean (a constant to the gradient) and the logs added back. The network without
     batch norm, with |weights| and input ones, is linear in each activation, so every
-    gradient is the true one divided by the same product of scales.
+    gradient is the true one divided by the same product of scales;
+  * hand-made VJPs (`conv_same`, `_edge_op`): XLA:CPU runs the input-gradient convolution
+    that JAX derives 22x slower inside `lax.switch`.
 
 Proxies (`PROXIES`; FreeREA's naswot and logsynflow, `proxies` says how):
   * `naswot`, `logsynflow`: as `proxies.score` (3 inits x 2 batches of 64), the bundle's;
@@ -46,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp

@@ -1,14 +1,17 @@
-r"""Check the JAX proxies against the bundle's published values.
+r"""Check the lab's proxies against the bundle's values and against test accuracy.
 
-  python -m experiments.check_proxies --num_archs=300 --seed=0 [--data_dir=...]
+  python -m experiments.check_proxies --num_archs=300 --seed=0 [--data_dir=...] \
+    [--proxies=naswot,logsynflow,meco,az_expressivity,az_progressivity,az_trainability]
 
 Draws `--num_archs` architectures at random (numpy `default_rng(seed)`, no replacement),
 scores them on each dataset with the bundle's images (`score_proxies.score_archs`,
 resumable: the per-dataset tables live in `--work_dir`), and reports
-  * Spearman's rho between computed and bundle values, naswot and logsynflow (target >= 0.9);
+  * Spearman's rho between computed and bundle values, naswot and logsynflow (target >= 0.99);
   * whether skip equals the bundle's for every architecture;
   * Spearman's rho with test accuracy, computed next to bundle, for each proxy and the
-    paper's combination (mean of min-max normalised naswot, logsynflow, skip).
+    paper's combination (mean of min-max normalised naswot, logsynflow, skip);
+  * for the other proxies, Spearman's rho and Kendall's tau with test accuracy, and AZ-NAS's
+    combination (`lab.az_nas_rank`, with FLOPs) where its three components are computed.
 Writes the numbers as JSON to `--report` when given.
 """
 
@@ -25,6 +28,7 @@ from scipy import stats
 
 from experiments import cli
 from experiments import score_proxies
+from hwnas_jax.benchmark import lab
 from hwnas_jax.benchmark import tables
 from hwnas_jax.benchmark import searchspace
 
@@ -40,6 +44,8 @@ def define_flags() -> None:
   flags.DEFINE_string("work_dir", os.path.join(tempfile.gettempdir(), "hwnas_check_proxies"),
                       "Where the per-dataset score tables (and their partial files) go.")
   flags.DEFINE_string("report", None, "JSON file for the numbers.")
+  flags.DEFINE_list("proxies", list(lab.DEFAULT_PROXIES), f"Proxies, of {list(lab.PROXIES)}.")
+  flags.DEFINE_integer("az_batch", lab.AZ_BATCH, "Gaussian images of the AZ-NAS proxies.")
 
 
 def sample_archs(num_archs: int, seed: int) -> np.ndarray:
@@ -51,6 +57,10 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
   return float(stats.spearmanr(a, b).statistic)
 
 
+def kendall(a: np.ndarray, b: np.ndarray) -> float:
+  return float(stats.kendalltau(a, b).statistic)
+
+
 def compare(computed: dict[str, np.ndarray], published: dict[str, np.ndarray],
             accuracy: np.ndarray) -> dict[str, float]:
   """Agreement of one dataset's computed proxies with the published ones, and with accuracy."""
@@ -58,14 +68,23 @@ def compare(computed: dict[str, np.ndarray], published: dict[str, np.ndarray],
   pub = {name: np.asarray(published[name])[idx] for name in tables.PROXY_NAMES}
   acc = np.asarray(accuracy)[idx]
   out = {f"rho_{name}_vs_bundle": spearman(computed[name], pub[name])
-         for name in ("naswot", "logsynflow")}
+         for name in ("naswot", "logsynflow") if name in computed}
   out["skip_equal"] = int(np.sum(np.isclose(computed["skip"], pub["skip"], rtol=0, atol=1e-12)))
   out["num_archs"] = int(len(idx))
   for name in tables.PROXY_NAMES:
-    out[f"rho_acc_{name}_computed"] = spearman(computed[name], acc)
+    if name in computed:
+      out[f"rho_acc_{name}_computed"] = spearman(computed[name], acc)
     out[f"rho_acc_{name}_bundle"] = spearman(pub[name], acc)
-  out["rho_acc_combined_computed"] = spearman(tables.combined_proxy(computed), acc)
+  if all(name in computed for name in tables.PROXY_NAMES):
+    out["rho_acc_combined_computed"] = spearman(tables.combined_proxy(computed), acc)
   out["rho_acc_combined_bundle"] = spearman(tables.combined_proxy(pub), acc)
+  others = [n for n in lab.PROXIES if n in computed and n not in tables.PROXY_NAMES]
+  if {"az_expressivity", "az_progressivity", "az_trainability"} <= set(others):
+    computed = dict(computed, az_nas=lab.az_nas_rank(computed, computed["flops"]))
+    others.append("az_nas")
+  for name in others:
+    out[f"rho_acc_{name}"] = spearman(computed[name], acc)
+    out[f"tau_acc_{name}"] = kendall(computed[name], acc)
   return out
 
 
@@ -81,12 +100,16 @@ def main(argv):
   for dataset in FLAGS.datasets:
     start = time.perf_counter()
     images = score_proxies.load_images(os.path.join(directory, f"images_{dataset}.npz"))
-    output = os.path.join(FLAGS.work_dir, f"check_{dataset}_n{FLAGS.num_archs}_s{FLAGS.seed}.npz")
+    names = score_proxies.parse_proxies(FLAGS.proxies)
+    tag = "-".join(names) + (f"_az{FLAGS.az_batch}" if any("az" in n for n in names) else "")
+    output = os.path.join(FLAGS.work_dir,
+                          f"check_{dataset}_n{FLAGS.num_archs}_s{FLAGS.seed}_{tag}.npz")
     if os.path.isfile(output):
       with np.load(output) as data:
         computed = {key: data[key] for key in data.files}
     else:
-      computed = score_proxies.score_archs(dataset, images, indices, output, seed=FLAGS.seed)
+      computed = score_proxies.score_archs(dataset, images, indices, output, seed=FLAGS.seed,
+                                           proxy_names=names, az_batch=FLAGS.az_batch)
     published = tables.load_proxy_file(os.path.join(directory, f"proxies_{dataset}.npz"))
     result = compare(computed, published, accuracy[dataset])
     result["seconds"] = time.perf_counter() - start

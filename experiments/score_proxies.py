@@ -1,16 +1,27 @@
-r"""Score architectures with the training-free proxies, resumably.
+r"""Score architectures with the training-free proxies of the lab, resumably.
 
   python -m experiments.score_proxies --dataset=cifar10 \
-    --images=$HWNAS_DATA_DIR/images_cifar10.npz --archs=0:15625 --output=proxies_cifar10.npz
+    --images=$HWNAS_DATA_DIR/images_cifar10.npz --archs=0:15625 --output=proxies_cifar10.npz \
+    [--proxies=naswot,logsynflow,meco,az_expressivity,az_progressivity,az_trainability]
 
 `--archs` is a range `a:b` or a comma-separated list of NATS-Bench indices. The output
-holds, in the order of `--archs`, `naswot`, `logsynflow`, `skip`, `flops`, `params` and
-the indices under `index`: the layout of the bundle's `proxies_<dataset>.npz`, so
-`bench.load_proxy_file` reads it when it covers all 15,625 architectures.
+holds, in the order of `--archs`, one float64 array per proxy of `--proxies` (default
+naswot, logsynflow), `skip`, `flops`, `params` and the indices under `index`: the layout of
+the bundle's `proxies_<dataset>.npz`, so `tables.load_proxy_file` reads it when it covers
+all 15,625 architectures and holds naswot and logsynflow.
 `images` (N, 3, H, W) comes from any `.npz`; uint8 images (ImageNet16) go in raw, as
 FreeREA fed its stored batches (`--imagenet16_transform` applies its loaders' Normalize).
-Every `--save_every` architectures the scores so far go to `<output>.partial.npz`; a
-rerun with the same arguments continues from there.
+Architectures go through `hwnas_jax.benchmark.lab` `--chunk` at a time (one compiled call
+per proxy family); architectures whose computations are equal (they differ only on edges
+that compute nothing a proxy reads; the weights are shared) are computed once: 10,095
+distinct NASWOT computations in the space, 9,445 log-synflow and AZ-NAS, 12,205 MeCo. Every
+`--save_every` architectures the scores so far go to `<output>.partial.npz` (atomically); a
+rerun with the same arguments continues from there. On a GPU, vmap blocks of
+architectures (the masked supernet) with `--vmap_size`, e.g.
+
+  python -m experiments.score_proxies --dataset=cifar10 --images=... --archs=0:15625 \
+    --output=... --proxies=naswot,logsynflow,meco,az_expressivity,az_progressivity,\
+az_trainability --chunk=1000 --vmap_size=50 --save_every=1000
 """
 
 from __future__ import annotations
@@ -20,10 +31,12 @@ import time
 
 from absl import flags
 from absl import logging
+import jax
 import numpy as np
 import tqdm
 
 from experiments import cli
+from hwnas_jax.benchmark import lab
 from hwnas_jax.benchmark import network
 from hwnas_jax.benchmark import proxies
 from hwnas_jax.benchmark import searchspace
@@ -38,10 +51,16 @@ def define_flags() -> None:
   flags.DEFINE_string("images", None, ".npz with `images` (N, 3, H, W).", required=True)
   flags.DEFINE_string("archs", "0:15625", "Indices: a:b or a comma-separated list.")
   flags.DEFINE_string("output", None, "Output .npz.", required=True)
-  flags.DEFINE_integer("seed", 0, "Initialisations: key fold_in(key(seed), index).")
-  flags.DEFINE_integer("num_inits", proxies.NUM_INITS, "Random initialisations per architecture.")
+  flags.DEFINE_integer("seed", 0, "Initialisations: keys fold_in(key(seed), i), shared by all.")
+  flags.DEFINE_integer("num_inits", proxies.NUM_INITS,
+                       "Initialisations for naswot and logsynflow.")
   flags.DEFINE_integer("batch_size", proxies.BATCH_SIZE, "Images per batch (NASWOT's K is B x B).")
-  flags.DEFINE_integer("save_every", 25, "Architectures between saves of the partial file.")
+  flags.DEFINE_integer("save_every", 100, "Architectures between saves of the partial file.")
+  flags.DEFINE_list("proxies", list(lab.DEFAULT_PROXIES), f"Proxies, of {list(lab.PROXIES)}.")
+  flags.DEFINE_integer("chunk", 25, "Architectures per compiled call.")
+  flags.DEFINE_integer("vmap_size", 1, "Architectures vmapped at a time: 1 on a CPU (only the "
+                       "chosen operations run); tens on a GPU (the masked supernet).")
+  flags.DEFINE_integer("az_batch", lab.AZ_BATCH, "Gaussian images of the AZ-NAS proxies.")
   flags.DEFINE_bool("imagenet16_transform", False,
                     "Normalise uint8 images with ImageNet16's mean and std (not FreeREA's values).")
 
@@ -67,6 +86,14 @@ def parse_archs(spec: str) -> np.ndarray:
   return indices.astype(np.int64)
 
 
+def parse_proxies(names) -> tuple[str, ...]:
+  names = tuple(n.strip() for n in names if n.strip())
+  unknown = [n for n in names if n not in lab.PROXIES]
+  if unknown or not names:
+    raise ValueError(f"--proxies: unknown {unknown or 'none given'}; known: {list(lab.PROXIES)}")
+  return tuple(dict.fromkeys(names))
+
+
 def load_images(path: str) -> np.ndarray:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"images file not found: {path!r}")
@@ -84,49 +111,75 @@ def _save(path: str, **arrays) -> None:
   os.replace(tmp, path)
 
 
-def _resume(partial: str, indices: np.ndarray, seed: int, num_inits: int) -> dict[str, np.ndarray]:
+def _resume(partial: str, indices: np.ndarray, seed: int, num_inits: int,
+            names: tuple[str, ...], az_batch: int = lab.AZ_BATCH) -> dict[str, np.ndarray]:
   """Scores of an earlier run with the same arguments, else empty (NaN = not yet scored)."""
-  empty = {"naswot": np.full(len(indices), np.nan), "logsynflow": np.full(len(indices), np.nan)}
+  empty = {name: np.full(len(indices), np.nan) for name in names}
   if not os.path.isfile(partial):
     return empty
   with np.load(partial) as old:
     same = (np.array_equal(old["index"], indices) and int(old["seed"]) == seed
-            and int(old["num_inits"]) == num_inits)
+            and int(old["num_inits"]) == num_inits and all(n in old.files for n in names)
+            and ("az_batch" not in old.files or int(old["az_batch"]) == az_batch))
     if not same:
       logging.warning("%s is from other arguments; starting afresh", partial)
       return empty
-    return {"naswot": old["naswot"].copy(), "logsynflow": old["logsynflow"].copy()}
+    return {name: old[name].astype(np.float64) for name in names}
 
 
 def score_archs(dataset: str, images: np.ndarray, indices: np.ndarray, output: str, *,
                 seed: int = 0, num_inits: int = proxies.NUM_INITS,
-                batch_size: int = proxies.BATCH_SIZE, save_every: int = 25,
+                batch_size: int = proxies.BATCH_SIZE, save_every: int = 100,
                 progress: bool = True, imagenet16_transform: bool = False,
-                net: network.TinyNetwork | None = None) -> dict[str, np.ndarray]:
+                net: network.TinyNetwork | None = None,
+                proxy_names=lab.DEFAULT_PROXIES, chunk: int = 25,
+                vmap_size: int = 1, az_batch: int = lab.AZ_BATCH) -> dict[str, np.ndarray]:
   """Score `indices`, resuming from `<output>.partial.npz`; writes and returns the table.
 
   `net` replaces the dataset's network (C=16, N=5), e.g. by a tiny one in tests.
   """
+  names = parse_proxies(proxy_names)
   batches = proxies.prepare_images(images, batch_size, imagenet16_transform)
   net = net or network.network_for(dataset)
   partial = output + ".partial.npz"
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  scores = _resume(partial, indices, seed, num_inits)
-  todo = np.flatnonzero(np.isnan(scores["naswot"]) | np.isnan(scores["logsynflow"]))
-  ops = searchspace.arch_ops()
-  start = time.perf_counter()
-  bar = tqdm.tqdm(todo, desc=f"{dataset} proxies", disable=not progress,
-                  initial=len(indices) - len(todo), total=len(indices))
-  for count, k in enumerate(bar, 1):
-    naswot, synflow = proxies.score(net, ops[indices[k]], batches, index=int(indices[k]),
-                                    seed=seed, num_inits=num_inits)
-    scores["naswot"][k], scores["logsynflow"][k] = naswot, synflow
-    if count % save_every == 0 or count == len(todo):
-      _save(partial, index=indices, seed=seed, num_inits=num_inits, **scores)
-  logging.info("%d architectures scored in %.1f s", len(todo), time.perf_counter() - start)
+  scores = _resume(partial, indices, seed, num_inits, names, az_batch)
+  ops = searchspace.arch_ops()[indices]
+  plan = lab.plan_archs(ops)
+  work = {}  # family -> (rows still to score, their computation ids, representative rows)
+  for family in sorted({lab.family_of(n) for n in names}):
+    missing = np.any([np.isnan(scores[n]) for n in names if lab.family_of(n) == family], axis=0)
+    rows = np.flatnonzero(missing)
+    if len(rows):
+      _, first, inverse = np.unique(lab.family_keys(family, plan)[rows], axis=0,
+                                    return_index=True, return_inverse=True)
+      work[family] = (rows, inverse.ravel(), rows[first])
+  if work:
+    setup = lab.Setup(net, names, num_inits, tuple(batches.shape[2:]), vmap_size, az_batch)
+    shared = lab.prepare(setup, batches, images, seed)
+  total = sum(len(reps) for _, _, reps in work.values())
+  start, unsaved = time.perf_counter(), 0
+  bar = tqdm.tqdm(total=total, disable=not progress, unit="arch", smoothing=0.05,
+                  desc=f"{dataset} {','.join(names)} (distinct computations)")
+  for family, (rows, inverse, reps) in work.items():
+    for first in range(0, len(reps), chunk):
+      raw = lab.run_family(setup, shared, family,
+                           {k: v[reps[first:first + chunk]] for k, v in plan.items()}, chunk)
+      members = np.flatnonzero((inverse >= first) & (inverse < first + chunk))
+      expanded = jax.tree_util.tree_map(lambda a: a[inverse[members] - first], raw)
+      for name, value in lab.finish(family, expanded, ops[rows[members]]).items():
+        if name in scores:
+          scores[name][rows[members]] = value
+      unsaved += len(members)
+      bar.update(len(reps[first:first + chunk]))
+      if unsaved >= save_every or first + chunk >= len(reps):
+        _save(partial, index=indices, seed=seed, num_inits=num_inits, az_batch=az_batch,
+              **scores)
+        unsaved = 0
+  bar.close()
+  logging.info("%d distinct computations in %.1f s", total, time.perf_counter() - start)
   flops, params = proxies.flops_params(indices, dataset)
-  table = dict(naswot=scores["naswot"], logsynflow=scores["logsynflow"],
-               skip=proxies.skip(ops[indices]), flops=flops, params=params, index=indices)
+  table = dict(scores, skip=proxies.skip(ops), flops=flops, params=params, index=indices)
   _save(output, **table)
   if os.path.exists(partial):
     os.remove(partial)
@@ -139,7 +192,9 @@ def main(argv):
   table = score_archs(FLAGS.dataset, load_images(FLAGS.images), indices, FLAGS.output,
                       seed=FLAGS.seed, num_inits=FLAGS.num_inits, batch_size=FLAGS.batch_size,
                       save_every=FLAGS.save_every,
-                      imagenet16_transform=FLAGS.imagenet16_transform)
+                      imagenet16_transform=FLAGS.imagenet16_transform,
+                      proxy_names=FLAGS.proxies, chunk=FLAGS.chunk, vmap_size=FLAGS.vmap_size,
+                      az_batch=FLAGS.az_batch)
   print(f"wrote {len(table['index'])} architectures to {FLAGS.output}")
 
 

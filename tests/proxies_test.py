@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import score_proxies
+from hwnas_jax.benchmark import lab
 from hwnas_jax.benchmark import tables
 from hwnas_jax.benchmark import network
 from hwnas_jax.benchmark import proxies
@@ -23,15 +24,20 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}  # tiny networks: compile, 
 
 @pytest.fixture(scope="module", autouse=True)
 def fast_compile():
-  old = dict(proxies.COMPILER_OPTIONS)
+  old, old_lab = dict(proxies.COMPILER_OPTIONS), dict(lab.COMPILER_OPTIONS)
   proxies.COMPILER_OPTIONS.update(FAST_COMPILE)
+  lab.COMPILER_OPTIONS.update(FAST_COMPILE)
   proxies._jitted.cache_clear()
   proxies.jitted_scorers.cache_clear()
+  lab.family_program.cache_clear()
   yield
   proxies.COMPILER_OPTIONS.clear()
   proxies.COMPILER_OPTIONS.update(old)
+  lab.COMPILER_OPTIONS.clear()
+  lab.COMPILER_OPTIONS.update(old_lab)
   proxies._jitted.cache_clear()
   proxies.jitted_scorers.cache_clear()
+  lab.family_program.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +184,27 @@ def test_score_archs_resumes_and_bench_loads_the_output(tmp_path):
   assert np.isfinite(loaded["naswot"][[0, 5]]).all() and (loaded["logsynflow"][[0, 5]] > 0).all()
   np.testing.assert_array_equal(table["index"], indices)
   np.testing.assert_array_equal(loaded["skip"], proxies.skip(searchspace.arch_ops()))
+
+
+def test_parse_proxies():
+  assert score_proxies.parse_proxies(["meco", " naswot", "meco"]) == ("meco", "naswot")
+  with pytest.raises(ValueError, match="unknown"):
+    score_proxies.parse_proxies(["zico"])
+  with pytest.raises(ValueError, match="none given"):
+    score_proxies.parse_proxies([""])
+
+
+def test_check_compare_reports_the_new_proxies_and_az_nas():
+  from experiments import check_proxies  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  index = np.arange(0, 15625, 50)
+  accuracy = rng.normal(size=searchspace.NUM_ARCHS)
+  computed = {"index": index, "skip": proxies.skip(searchspace.arch_ops()[index]),
+              "flops": rng.normal(size=len(index)), "meco": accuracy[index],
+              "az_expressivity": rng.normal(size=len(index)),
+              "az_progressivity": rng.normal(size=len(index)),
+              "az_trainability": rng.normal(size=len(index))}
+  published = {name: rng.normal(size=searchspace.NUM_ARCHS) for name in tables.PROXY_NAMES}
+  out = check_proxies.compare(computed, published, accuracy)
+  assert out["rho_acc_meco"] == pytest.approx(1.0) and out["tau_acc_meco"] == pytest.approx(1.0)
+  assert "rho_acc_az_nas" in out and "rho_naswot_vs_bundle" not in out

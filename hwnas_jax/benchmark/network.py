@@ -101,18 +101,38 @@ def relu_conv_bn(p: dict[str, jax.Array], x: jax.Array, stride: int = 1) -> jax.
 
 
 def avg_pool_3x3(x: jax.Array) -> jax.Array:
-  """3x3, stride 1, padding 1, padded zeros not counted (count_include_pad=False)."""
-  y = nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
-  return y.astype(x.dtype)  # its window counts would be float64 under x64
+  """3x3, stride 1, padding 1, padded zeros not counted (count_include_pad=False).
+
+  The sum of nine shifted slices of the padded input, one fused pass: 5x faster on a CPU
+  than `reduce_window` (flax's `avg_pool`), equal to rounding.
+  """
+  h, w = x.shape[-3], x.shape[-2]
+  pad = [(0, 0)] * (x.ndim - 3) + [(1, 1), (1, 1), (0, 0)]
+  padded = jnp.pad(x, pad)
+  total = sum(padded[..., i:i + h, j:j + w, :] for i in range(3) for j in range(3))
+  return total * jnp.asarray(_inverse_window_counts(h, w), x.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _inverse_window_counts(h: int, w: int) -> np.ndarray:
+  """(h, w, 1): 1 / the number of in-image pixels of each 3x3 window."""
+  def counts(n):
+    c = np.full(n, 3.0)
+    c[0] -= 1
+    c[-1] -= 1
+    return c
+  return (1.0 / np.outer(counts(h), counts(w)))[:, :, None].astype(np.float32)
 
 
 def relu_code_kernel(x: jax.Array) -> jax.Array:
   """(B, B) count of units on which two inputs share their ReLU state (NASWOT's K).
 
-  With codes s in {-1, +1}, agreements = (s s^T + D) / 2: one matmul per ReLU.
+  With codes s in {-1, +1}, agreements = (s s^T + D) / 2: one matmul per ReLU, in int8
+  with int32 sums (exact, and twice as fast as float32 on a CPU).
   """
-  s = jnp.where(x > 0, 1.0, -1.0).astype(jnp.float32).reshape(x.shape[0], -1)
-  return 0.5 * (s @ s.T + s.shape[1])
+  s = jnp.where(x > 0, 1, -1).astype(jnp.int8).reshape(x.shape[0], -1)
+  dots = jax.lax.dot_general(s, s, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32)
+  return 0.5 * (dots + s.shape[1]).astype(jnp.float32)
 
 
 def apply_op(op: int, params: dict[int, dict], x: jax.Array) -> jax.Array:
@@ -331,13 +351,24 @@ def _kernel_sizes(leaves) -> list[int]:
   return [int(np.prod(leaf.shape)) if _leaf_name(path) == "kernel" else 0 for path, leaf in leaves]
 
 
-def _fill(noise, leaves, sizes, xp) -> list:
-  """Kernels: He normal with fan_out (conv HWIO -> H*W*O, dense (in, out) -> out) cut
-  from one normal draw; BN scales 1; biases 0."""
+# Initialisations of conv and linear kernels, as (draw, scale of a kernel of this shape).
+# "freerea": FreeREA's He normal with fan_out (conv HWIO -> H*W*O, dense (in, out) -> out),
+# the bundle's; "kaiming_fan_in": He normal with fan_in (AZ-NAS); "torch_default":
+# PyTorch's default kaiming_uniform(a=sqrt(5)), i.e. U(-1, 1) / sqrt(fan_in) (MeCo).
+INITS = {
+    "freerea": ("normal", lambda shape: np.sqrt(2.0 / (np.prod(shape) // shape[-2]))),
+    "kaiming_fan_in": ("normal", lambda shape: np.sqrt(2.0 / (np.prod(shape) // shape[-1]))),
+    "torch_default": ("uniform", lambda shape: 1.0 / np.sqrt(np.prod(shape) // shape[-1])),
+}
+
+
+def _fill(noise, leaves, sizes, xp, init: str = "freerea") -> list:
+  """Kernels cut from one draw and scaled as `INITS[init]` says; BN scales 1; biases 0."""
+  scale_of = INITS[init][1]
   out, offset = [], 0
   for (path, leaf), size in zip(leaves, sizes):
     if size:
-      std = np.float32(np.sqrt(2.0 / (size // leaf.shape[-2])))
+      std = np.float32(scale_of(leaf.shape))
       out.append((noise[offset:offset + size].reshape(leaf.shape) * std).astype(leaf.dtype))
       offset += size
     else:
@@ -345,13 +376,19 @@ def _fill(noise, leaves, sizes, xp) -> list:
   return out
 
 
-def sample_params(rng: jax.Array, shapes: Any) -> Any:
-  """FreeREA's init for a tree of shapes, from one normal draw (a draw per weight makes
-  XLA compile for minutes). Pure: jit or vmap it; `init_params` gives the same values."""
+def sample_params(rng: jax.Array, shapes: Any, init: str = "freerea") -> Any:
+  """Random weights for a tree of shapes (FreeREA's init unless `init` names another of
+  `INITS`), from one draw (a draw per weight makes XLA compile for minutes). Pure: jit or
+  vmap it; `init_params` gives the same values."""
+  if init not in INITS:
+    raise ValueError(f"unknown init {init!r}; known: {list(INITS)}")
   leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
   sizes = _kernel_sizes(leaves)
-  noise = jax.random.normal(rng, (sum(sizes),), jnp.float32)
-  return jax.tree_util.tree_unflatten(treedef, _fill(noise, leaves, sizes, jnp))
+  if INITS[init][0] == "normal":
+    noise = jax.random.normal(rng, (sum(sizes),), jnp.float32)
+  else:
+    noise = jax.random.uniform(rng, (sum(sizes),), jnp.float32, -1.0, 1.0)
+  return jax.tree_util.tree_unflatten(treedef, _fill(noise, leaves, sizes, jnp, init))
 
 
 def init_params(rng: jax.Array, ops: Any = None, dataset: str = "cifar10",

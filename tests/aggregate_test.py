@@ -153,3 +153,24 @@ def test_every_candidate_on_the_bundle(bundle):
   live = aggregate.structural_terms("cifar100")["live_params"]
   ranked = bundle.proxy("cifar100", "rank:live_params")
   assert np.all(np.diff(ranked[np.argsort(live, kind="stable")]) >= 0)
+
+
+def test_lab_proxies_with_minus_inf_load_and_rank_worst(tmp_path, data_dir):
+  """A lab proxy scores a network whose output is always zero -inf (AZ-NAS does): such a
+  file loads, its -inf ranks last, and a mean of min-max terms treats it as the minimum."""
+  rng = np.random.default_rng(0)
+  values = rng.normal(size=searchspace.NUM_ARCHS)
+  values[[3, 7]] = -np.inf
+  for dataset in searchspace.DATASETS:
+    np.savez(tmp_path / f"proxies_{dataset}.npz", index=np.arange(searchspace.NUM_ARCHS),
+             labx=values)
+  bundle = tables.load_benchmark(data_dir, proxy_dirs=[str(tmp_path)])
+  ranked = bundle.proxy("cifar10", "rank:labx+naswot")
+  assert np.isfinite(ranked).all()
+  assert aggregate.ranks(values)[3] == aggregate.ranks(values)[7] == 1.5
+  np.testing.assert_allclose(aggregate.minmax(values)[[3, 7]], 0.0)
+  plus_inf = values.copy()
+  plus_inf[5] = np.inf
+  np.savez(tmp_path / "proxies_cifar10.npz", index=np.arange(searchspace.NUM_ARCHS), labx=plus_inf)
+  with pytest.raises(tables.BenchmarkDataError, match="infinite values at index 5"):
+    tables.load_benchmark(data_dir, proxy_dirs=[str(tmp_path)])

@@ -45,7 +45,11 @@ DEFAULT_PROXY = "logrank:naswot+logsynflow+skip+flops+live_flops"
 
 
 def minmax(values: np.ndarray) -> np.ndarray:
-  """`values` scaled to [0, 1] over the space (NaN stays NaN; a constant becomes 0)."""
+  """`values` scaled to [0, 1] over the space (NaN stays NaN, -inf becomes 0; a constant
+  becomes 0)."""
+  values = np.asarray(values, np.float64)
+  finite = values[np.isfinite(values)]
+  values = np.where(np.isneginf(values), finite.min() if finite.size else 0.0, values)
   lo, hi = np.nanmin(values), np.nanmax(values)
   return (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
 

@@ -10,6 +10,7 @@ from absl import app
 
 from experiments.configs import default
 from hwnas_jax.benchmark import aggregate
+from hwnas_jax.benchmark import checks
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark.tables import BenchmarkDataError
 from hwnas_jax.devices.interface import DeviceError
@@ -156,19 +157,8 @@ def _check_writable(folder: str, what: str) -> None:
 
 
 def names(flag: str, values, known) -> list[str]:
-  """A list flag of names: one or more, each known, none twice (a name given twice would
-  count its cells twice)."""
-  values, known = list(values), list(known)
-  if not values:
-    raise ValueError(f"{flag} is empty; give one or more of: {', '.join(known)}")
-  unknown = [v for v in values if v not in known]
-  if unknown:
-    raise ValueError(f"{flag}: unknown {', '.join(map(repr, unknown))}; known: "
-                     f"{', '.join(known)}")
-  twice = sorted({v for v in values if values.count(v) > 1})
-  if twice:
-    raise ValueError(f"{flag} names {', '.join(map(repr, twice))} twice")
-  return values
+  """A list flag of names: one or more, each known, none twice."""
+  return checks.names(flag, values, known)
 
 
 def whole(flag: str, value, minimum: int = 1) -> int:

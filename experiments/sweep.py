@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from experiments import cli
 from hwnas_jax.benchmark import aggregate
+from hwnas_jax.benchmark import checks
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import protocol
 from hwnas_jax.search import registry
@@ -63,10 +64,7 @@ def parse_values(sweep: str, values) -> list:
     allowed = "whole numbers >= 1" if sweep == "probes" else "numbers in [0, 5)"
     raise ValueError(f"--values {','.join(values)} for --sweep={sweep}: give one or more "
                      f"{allowed}")
-  twice = sorted({v for v in parsed if parsed.count(v) > 1})
-  if twice:
-    raise ValueError(f"--values gives {', '.join(map(str, twice))} twice")
-  return parsed
+  return checks.names("--values", parsed)
 
 
 def format_curve(curve: dict, label: str) -> str:

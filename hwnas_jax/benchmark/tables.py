@@ -20,6 +20,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from hwnas_jax.benchmark import aggregate
+from hwnas_jax.benchmark import checks
 from hwnas_jax.benchmark import searchspace
 
 DATA_DIR_ENV = "HWNAS_DATA_DIR"
@@ -292,12 +293,7 @@ class Benchmark:
   def select_devices(self, names: Sequence[str]) -> "Benchmark":
     """The benchmark restricted to `names`: each known, and named once (a device named
     twice would count its cells twice)."""
-    names = list(names)
-    if not names:
-      raise ValueError(f"no device selected; known devices: {', '.join(self.devices)}")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-      raise ValueError(f"device(s) named twice: {', '.join(twice)}")
+    names = checks.names("devices", names)
     for name in names:
       self.latency(name)  # raises with the known names
     return dataclasses.replace(self, latency_ms={n: self.latency_ms[n] for n in names})

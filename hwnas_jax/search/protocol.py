@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from hwnas_jax.benchmark import aggregate
+from hwnas_jax.benchmark import checks
 from hwnas_jax.benchmark.tables import Benchmark
 from hwnas_jax.devices.table import NoisyTableDevice, TableDevice
 from hwnas_jax.search import interface
@@ -110,13 +111,8 @@ def grid_cells(benchmark: Benchmark, methods: Mapping, devices: Sequence[str],
   for every cell at once, before any cell runs: each method, device, dataset and budget
   known and named once, the proxy computable on every dataset, and no budget below every
   architecture of its device (all such cells named in one error)."""
-  for what, names in (("method", list(methods)), ("device", list(devices)),
-                      ("dataset", list(datasets))):
-    if not names:
-      raise ValueError(f"no {what} to evaluate")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-      raise ValueError(f"{what}(s) named twice: {', '.join(twice)}")
+  for what, names in (("methods", methods), ("devices", devices), ("datasets", datasets)):
+    checks.names(what, names)
   for device in devices:
     benchmark.latency(device)  # KeyError naming the known devices
   for dataset in datasets:

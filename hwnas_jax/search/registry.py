@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from hwnas_jax.metatrain import checkpoint as checkpoint_lib
+from hwnas_jax.benchmark import checks
 from hwnas_jax.search import baselines
 from hwnas_jax.search import deploy
 from hwnas_jax.search import interface
@@ -23,17 +24,7 @@ NAMES = (*baselines.BASELINES, *CONTROLLERS, *(UNTRAINED + c for c in CONTROLLER
 
 def check_names(names) -> list[str]:
   """The method names as a list; ValueError for none, an unknown one or one named twice."""
-  names = list(names)
-  if not names:
-    raise ValueError(f"no method given; known: {', '.join(NAMES)}")
-  unknown = [n for n in names if n not in NAMES]
-  if unknown:
-    raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; known: "
-                     f"{', '.join(NAMES)}")
-  twice = sorted({n for n in names if names.count(n) > 1})
-  if twice:
-    raise ValueError(f"method(s) named twice: {', '.join(twice)}")
-  return names
+  return checks.names("methods", names, NAMES)
 
 
 def make_methods(name: str, checkpoint: str | None = None, proxy: str | None = None,

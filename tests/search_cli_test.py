@@ -104,7 +104,7 @@ def test_host_search_remeasures_the_answer(data_dir, tmp_path):
 
 def test_resolve_method_names_the_registry():
   assert session.resolve_method("lsq") is baselines.least_squares
-  with pytest.raises(session.SearchError, match="unknown method"):
+  with pytest.raises(session.SearchError, match="unknown .nope."):
     session.resolve_method("nope")
   with pytest.raises(session.SearchError, match="reference"):
     session.resolve_method("oracle")

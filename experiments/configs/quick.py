@@ -1,4 +1,4 @@
-"""A short run for the README's main job: at most 10 minutes on two CPU cores."""
+"""The README's main job: meta-training plus the validation table in about 70 s on 2 CPU cores."""
 
 from experiments.configs import default
 

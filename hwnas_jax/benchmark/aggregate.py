@@ -40,7 +40,7 @@ ALIASES = {PAPER: "mean:naswot+logsynflow+skip"}
 # The project's default, chosen by experiments/proxy_study.py (run 2026-11-28) under the
 # rule in its docstring, fixed before it ran, on the 13 training devices only: proxy-oracle
 # accuracy 67.83 % over the 117 training cells (paper 65.01), not worse than paper on any
-# family; 67.81 % on the 36 validation cells (paper 66.37). notes_proxy_study.md has the table.
+# family; 67.81 % on the 36 validation cells (paper 66.37). BUILD_NOTES.md has the table.
 DEFAULT_PROXY = "logrank:naswot+logsynflow+skip+flops+live_flops"
 
 

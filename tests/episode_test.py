@@ -90,6 +90,29 @@ def test_episode_probes_k_distinct_architectures_and_scores_validity(setup):
     assert 0.0 <= float(score[i]) <= 1.0 + 1e-6
 
 
+def test_invalid_penalty_is_the_return_of_an_episode_without_a_valid_answer(setup):
+  """A budget below every architecture: no answer, so the rewards sum to -penalty, and the
+  reported score stays the protocol's 0; with a valid answer the penalty changes nothing."""
+  proxies, _, apply, params, _ = setup
+  ep, _ = _params(_devices(noise=0.0), proxies)
+  impossible = ep.replace(budget_ms=ep.budget_ms * 1e-3)
+  for episodes, any_valid in ((impossible, False), (ep, True)):
+    plain = env.batch_rollout(apply, params, episodes, jax.random.key(0), proxies, K,
+                              greedy=True)
+    penalised = env.batch_rollout(apply, params, episodes, jax.random.key(0), proxies, K,
+                                  greedy=True, invalid_penalty=2.0)
+    np.testing.assert_array_equal(np.asarray(plain.arch), np.asarray(penalised.arch))
+    valid = np.asarray(plain.valid[:, -1])
+    returns = np.asarray(penalised.reward.sum(-1))
+    np.testing.assert_allclose(returns[~valid], -2.0, rtol=1e-6)
+    np.testing.assert_allclose(returns[valid], np.asarray(plain.reward.sum(-1))[valid],
+                               rtol=1e-5)
+    assert valid.any() == any_valid
+    score, _ = env.episode_score(penalised)
+    np.testing.assert_allclose(np.asarray(score), np.asarray(env.episode_score(plain)[0]),
+                               rtol=1e-5)
+
+
 def test_deployed_controller_repeats_the_greedy_episode(setup):
   """On a noise-free device, the deployed method probes what the greedy scan probes."""
   proxies, model, apply, params, _ = setup

@@ -13,6 +13,7 @@ def get_config():
   config.name = "paper_controller"
   config.prior = "paper"
   config.proxy = "paper"            # the paper's mean of min-max naswot, logsynflow, skip
+  config.invalid_penalty = 0.0      # the paper's reward has no penalty (and ignores this)
   config.num_devices = 256
   config.num_updates = 40          # 40 x 256 episodes x 9 edit steps ~ 1e5 steps
   config.gamma = 0.6

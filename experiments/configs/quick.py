@@ -10,4 +10,7 @@ def get_config():
   config.num_minibatches = 4
   config.num_epochs = 2
   config.eval_devices = 256
+  # The main job scores the exact tables (sigma 0), where the penalty only costs: at this
+  # size it took the training devices' sigma-0 score from 66.59 to 65.15 (BUILD_NOTES, "risk").
+  config.invalid_penalty = 0.0
   return config

@@ -119,6 +119,8 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
       config = ml_collections.ConfigDict(json.load(f)["config"])
     if "proxy" not in config:  # written before config.proxy existed: the paper's proxy
       config.proxy = "paper"
+    if "invalid_penalty" not in config:  # written before it existed: no penalty
+      config.invalid_penalty = 0.0
     config_lib.validate(config)
   except (KeyError, AttributeError) as error:  # a key the config was saved without
     raise ValueError(f"{path!r} is not a meta-training config: it lacks the key "

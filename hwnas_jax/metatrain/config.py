@@ -90,7 +90,7 @@ def validate(config) -> None:
     raise ValueError("the paper controller edits its first probe: config.num_probes >= 2")
   for key in ("learning_rate", "clip_eps", "max_grad_norm"):
     _positive(config, key)
-  for key in ("vf_coef", "ent_coef", "gamma", "gae_lambda"):
+  for key in ("vf_coef", "ent_coef", "gamma", "gae_lambda", "invalid_penalty"):
     _positive(config, key, allow_zero=True)
   for key in ("gamma", "gae_lambda"):
     if config[key] > 1:

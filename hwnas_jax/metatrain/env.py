@@ -10,7 +10,8 @@ The reward telescopes to the protocol's objective with the proxy in place of tes
 after every probe, the score of the answer the episode would give if it stopped there
 (`noise.answer_slot`: the best confirmed architecture measured within budget), its proxy
 over the best proxy within budget if its true (noise-free) latency is within budget, else
-0; the reward is the change of that score.
+0 (or `-invalid_penalty`: a wrong answer worse than a weaker one); the reward is the change
+of that score.
 """
 
 from __future__ import annotations
@@ -137,21 +138,25 @@ def answer(obs: Observation, proxy) -> tuple[jax.Array, jax.Array]:
   return obs.probe_index[slot], found
 
 
-def step(key, params: EpisodeParams, state: EnvState, action, proxies_raw):
+def step(key, params: EpisodeParams, state: EnvState, action, proxies_raw,
+         invalid_penalty=0.0):
   """Measure architecture `action` on the synthetic device (probe noise included):
-  (next state, reward, latency / budget, whether the answer is now truly within budget)."""
+  (next state, reward, latency / budget, whether the answer is now truly within budget).
+
+  Without a valid answer the score is `-invalid_penalty`, so the return of an episode that
+  ends without one is that, and the policy weighs a risky answer against a safe one."""
   latency_ms = synthetic.measure(params.device, action, key)
   latency_rel = (latency_ms / params.budget_ms).astype(jnp.float32)
   obs = observe(state.obs, action, latency_rel)
   proxy = proxies_raw[params.dataset]
   index, found = answer(obs, proxy)
   valid = found & (synthetic.latency(params.device, index) <= params.budget_ms)
-  score = jnp.where(valid, proxy[index] / params.oracle_proxy, 0.0)
+  score = jnp.where(valid, proxy[index] / params.oracle_proxy, -invalid_penalty)
   return EnvState(obs=obs, score=score), score - state.score, latency_rel, valid
 
 
 def batch_rollout(act_fn: Callable, policy_params, params: EpisodeParams, key, proxies_raw,
-                  num_probes: int, greedy: bool = False) -> Transition:
+                  num_probes: int, greedy: bool = False, invalid_penalty=0.0) -> Transition:
   """A batch of episodes (leading axis: episodes; second: steps), as one scan over the K steps.
 
   `act_fn(policy_params, obs, keys, greedy) -> (action, log_prob, value, entropy or None)`
@@ -167,8 +172,8 @@ def batch_rollout(act_fn: Callable, policy_params, params: EpisodeParams, key, p
     pairs = jax.vmap(jax.random.split)(step_keys)
     action, log_prob, value, entropy = act_fn(policy_params, state.obs, pairs[:, 0], greedy)
     arch = jax.vmap(arch_of_action)(state.obs, action)
-    next_state, reward, latency_rel, valid = jax.vmap(step, in_axes=(0, 0, 0, 0, None))(
-        pairs[:, 1], params, state, arch, proxies_raw)
+    next_state, reward, latency_rel, valid = jax.vmap(step, in_axes=(0, 0, 0, 0, None, None))(
+        pairs[:, 1], params, state, arch, proxies_raw, invalid_penalty)
     return next_state, Transition(obs=state.obs, action=action, arch=arch, log_prob=log_prob,
                                   value=value, reward=reward, latency_rel=latency_rel,
                                   valid=valid, entropy=entropy)
@@ -180,4 +185,5 @@ def batch_rollout(act_fn: Callable, policy_params, params: EpisodeParams, key, p
 
 def episode_score(transitions: Transition) -> tuple[jax.Array, jax.Array]:
   """(answer proxy / best feasible proxy, 0 if invalid; whether the answer is valid)."""
-  return transitions.reward.sum(-1), transitions.valid[..., -1]
+  valid = transitions.valid[..., -1]
+  return jnp.where(valid, transitions.reward.sum(-1), 0.0), valid

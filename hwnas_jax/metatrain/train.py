@@ -163,7 +163,8 @@ def make_agent(config) -> Agent:
   def rollout(params, episodes, key, data, greedy=False):
     table = candidates.proxy_table(data.proxies_std)  # once per rollout, shared by every row
     transitions = env.batch_rollout(controller_lib.actor(model, table), params, episodes, key,
-                                    data.proxies_raw, num_probes, greedy)
+                                    data.proxies_raw, num_probes, greedy,
+                                    float(config.invalid_penalty))
     return (transitions, *env.episode_score(transitions))
 
   return Agent(

@@ -4,9 +4,10 @@ r"""Meta-train the controller on synthetic devices.
     [--config.num_devices=4096] [--config.num_seeds=4] [--data_dir=PATH] [--fresh]
 
 Configs (experiments/configs/): `default.py` (4,096 devices x 300 updates: 221 s for 4
-seeds on one H200 GPU, hours on two CPU cores), `quick.py` (256 x 40: about 30 s on two CPU
-cores), `paper.py` (the paper-faithful controller, 256 x 40: about 25 s). A rerun with the
-same --workdir and config resumes from its last checkpoint; --fresh starts it afresh.
+seeds on one H200 GPU, 47 min for one seed on two CPU cores), `quick.py` (256 x 40: about
+30 s on two CPU cores), `paper.py` (the paper-faithful controller, 256 x 40: about 25 s). A
+rerun with the same --workdir and config resumes from its last checkpoint; --fresh starts it
+afresh.
 """
 
 from absl import flags
@@ -24,7 +25,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   config_flags.DEFINE_config_file(
       "config", "experiments/configs/default.py",
       "Meta-training configuration file: default.py (4,096 devices x 300 updates; 221 s for 4 "
-      "seeds on one H200, hours on 2 CPU cores), quick.py (256 x 40; about 30 s on 2 CPU "
+      "seeds on one H200, 47 min for one on 2 CPU cores), quick.py (256 x 40; about 30 s on 2 CPU "
       "cores), paper.py (paper-faithful, 256 x 40; about 25 s).",
       flag_values=fv)
   flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True,

@@ -108,6 +108,11 @@ def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
   return resuming
 
 
+# Config keys added after runs were saved, with the value those runs trained under: the
+# paper's proxy and no penalty for an episode without a valid answer.
+KEYS_ADDED_LATER = {"proxy": "paper", "invalid_penalty": 0.0}
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a workdir was trained with, its values checked (`config_lib.validate`), so
   a damaged config.json is named here rather than failing deep inside a model."""
@@ -117,10 +122,9 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   try:
     with open(path) as f:
       config = ml_collections.ConfigDict(json.load(f)["config"])
-    if "proxy" not in config:  # written before config.proxy existed: the paper's proxy
-      config.proxy = "paper"
-    if "invalid_penalty" not in config:  # written before it existed: no penalty
-      config.invalid_penalty = 0.0
+    for key, value in KEYS_ADDED_LATER.items():
+      if key not in config:
+        config[key] = value
     config_lib.validate(config)
   except (KeyError, AttributeError) as error:  # a key the config was saved without
     raise ValueError(f"{path!r} is not a meta-training config: it lacks the key "

@@ -1,7 +1,7 @@
 r"""Choose the default accuracy proxy on the training devices, without peeking.
 
   python -m experiments.proxy_study --output=proxy_study.json --plot=proxy_study.png \
-    [--proxy_dirs=/work/cache/proxies]
+    [--proxy_dirs=FOLDER]
 
 Every candidate combination of `aggregate` (`aggregate.CANDIDATES`: `paper`, each term
 alone, rank and log-rank sums over every subset of 2 or more fresh-clone terms; with
@@ -9,20 +9,23 @@ alone, rank and log-rank sums over every subset of 2 or more fresh-clone terms; 
 proxy-oracle accuracy: the test accuracy of the best-proxy architecture among those within
 budget (`protocol.proxy_oracle`), on PROTOCOL.md's cells (cifar10, cifar100,
 ImageNet16-120; budgets at the 10/25/50th latency percentile of each device). The choice
-reads the 13 training devices only, overall and per family (GPUs at batch 1, 32, 256;
-CPUs); the validation devices (eyeriss, fpga, gold_6226, titan_rtx_256) are reported and
-never read by the rule. Leaving one family out shows how a pick made on three families does
-on the fourth. Spearman correlations with test accuracy over the space are printed for
-context; the rule does not read them.
+reads the 15 training devices only, per family (GPUs at batch 1, 32, 256; CPUs; phones;
+`tables.DEVICE_FAMILIES`); the validation devices (eyeriss, fpga, gold_6226,
+titan_rtx_256) are reported and never read by the rule. Leaving one family out shows how a
+pick made on the other families does on it. Spearman correlations with test accuracy over
+the space are printed for context; the rule does not read them.
 
-The rule, fixed before the study ran:
+The rule (`proxy_choice.RULE`), written down and committed on 2026-12-07 before the study
+ran on the 19-device bundle; the version before it (0.2.0, 13 training devices, four
+families) took the mean over the 117 training cells, where eleven GPUs outvote everything
+else:
   "Candidates are the combinations computable on a fresh clone (the bundle's proxies and
-  the architecture string). The default is the candidate with the highest mean
-  proxy-oracle accuracy over the 117 training cells (13 training devices x 3 datasets x q
-  in {10, 25, 50}) among those that are not worse than `paper` on any of the four training
-  families, ties broken by fewer terms. Lab proxies are studied and reported, and
-  selectable by name, but cannot be the default, since the main job must run on a fresh
-  clone."
+  the architecture string). The default is the candidate with the highest family-balanced
+  proxy-oracle accuracy on the training devices (the mean over the training families, GPUs
+  at batch 1, 32 and 256, CPUs and phones, of each family's mean over its cells: 3 datasets
+  x q in {10, 25, 50}) among those that are not worse than `paper` on any training family,
+  ties broken by fewer terms. Lab proxies are studied and reported, and selectable by name,
+  but cannot be the default, since the main job must run on a fresh clone."
 In code: the candidates are `aggregate.CANDIDATES`, single terms included (a combination
 of one term; the rule does not set them apart); a family's score is the mean over its
 cells; "not worse" is >= paper's score (to 1e-9); a tie left after the number of terms
@@ -42,7 +45,8 @@ from experiments import cli
 from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
-from hwnas_jax.search import protocol
+from hwnas_jax.search import proxy_choice
+from hwnas_jax.search.proxy_choice import RULE, choose  # the rule lives in the library
 
 FLAGS = flags.FLAGS
 
@@ -61,76 +65,6 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_string("output", None, "Where to write the study as JSON.", flag_values=fv)
   flags.DEFINE_string("plot", None, "Where to draw training vs validation accuracy (.png).",
                       flag_values=fv)
-
-
-FAMILIES = ("gpu_b1", "gpu_b32", "gpu_b256", "cpu")
-RULE = (
-    "Candidates are the combinations computable on a fresh clone (the bundle's proxies and "
-    "the architecture string). The default is the candidate with the highest mean "
-    "proxy-oracle accuracy over the 117 training cells (13 training devices x 3 datasets x q "
-    "in {10, 25, 50}) among those that are not worse than `paper` on any of the four "
-    "training families, ties broken by fewer terms. Lab proxies are studied and reported, "
-    "and selectable by name, but cannot be the default, since the main job must run on a "
-    "fresh clone.")
-_TOLERANCE = 1e-9
-
-
-def device_family(device: str) -> str:
-  """HELP's GPUs by batch size (`*_1`, `*_32`, `*_256`), its Xeon CPUs, else `other`."""
-  for suffix, family in (("_1", "gpu_b1"), ("_32", "gpu_b32"), ("_256", "gpu_b256")):
-    if device.endswith(suffix):
-      return family
-  return "cpu" if device.startswith(("gold_", "silver_")) else "other"
-
-
-def proxy_oracle_accuracy(benchmark: tables.Benchmark, names: Sequence[str],
-                          devices: Sequence[str], datasets: Sequence[str],
-                          percentiles: Sequence[float]) -> np.ndarray:
-  """(candidates, devices, datasets, budgets) test accuracy of each cell's proxy oracle."""
-  result = np.empty((len(names), len(devices), len(datasets), len(percentiles)))
-  for s, dataset in enumerate(datasets):
-    accuracy = benchmark.accuracy(dataset)
-    scores = [benchmark.proxy(dataset, name) for name in names]
-    for d, device in enumerate(devices):
-      latency = benchmark.latency(device)
-      for b, q in enumerate(percentiles):
-        budget_ms = protocol.percentile_budget(latency, q).budget_ms
-        for c, proxy in enumerate(scores):
-          result[c, d, s, b] = accuracy[protocol.proxy_oracle(latency, accuracy, proxy, budget_ms)]
-  return result
-
-
-def oracle_accuracy(benchmark: tables.Benchmark, devices: Sequence[str], datasets: Sequence[str],
-                    percentiles: Sequence[float]) -> np.ndarray:
-  """(devices, datasets, budgets) best test accuracy within budget: the ceiling."""
-  result = np.empty((len(devices), len(datasets), len(percentiles)))
-  for d, device in enumerate(devices):
-    latency = benchmark.latency(device)
-    for s, dataset in enumerate(datasets):
-      accuracy = benchmark.accuracy(dataset)
-      for b, q in enumerate(percentiles):
-        budget_ms = protocol.percentile_budget(latency, q).budget_ms
-        result[d, s, b] = accuracy[protocol.oracle(latency, accuracy, None, budget_ms)]
-  return result
-
-
-def group_means(accuracy: np.ndarray, devices: Sequence[str],
-                groups: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
-  """Per group of devices, the mean over its cells (devices x datasets x budgets), per candidate."""
-  return {group: accuracy[:, [devices.index(d) for d in members]].mean(axis=(1, 2, 3))
-          for group, members in groups.items()}
-
-
-def choose(names: Sequence[str], overall: np.ndarray, by_family: Mapping[str, np.ndarray],
-           eligible: Sequence[bool], baseline: str = aggregate.PAPER) -> str:
-  """The rule: best `overall` among eligible candidates not worse than `baseline` on any
-  family of `by_family`, ties broken by fewer terms, then by the order of `names`."""
-  base = names.index(baseline)
-  keep = [c for c, name in enumerate(names) if eligible[c] and all(
-      scores[c] >= scores[base] - _TOLERANCE for scores in by_family.values())]
-  size = [len(aggregate.parse(name, None)[1]) for name in names]
-  best = max(keep, key=lambda c: (round(float(overall[c]) / _TOLERANCE), -size[c], -c))
-  return names[best]
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -160,26 +94,24 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
   training = list(benchmark.training_devices)
   validation = [d for d in benchmark.devices if d not in training]
   devices = training + validation
-  acc = proxy_oracle_accuracy(benchmark, names, devices, datasets, percentiles)
-  ceiling = oracle_accuracy(benchmark, devices, datasets, percentiles)[None]
-  families = {f: [d for d in training if device_family(d) == f] for f in FAMILIES}
-  families = {f: members for f, members in families.items() if members}
-  by_family = group_means(acc, devices, families)
+  acc = proxy_choice.proxy_oracle_accuracy(benchmark, names, devices, datasets, percentiles)
+  ceiling = proxy_choice.oracle_accuracy(benchmark, devices, datasets, percentiles)[None]
+  families = tables.family_members(training)
+  by_family = proxy_choice.group_means(acc, devices, families)
   groups = {"training": training, "validation": validation,
             **{f"validation:{d}": [d] for d in validation}}
-  means = group_means(acc, devices, groups)
+  means = proxy_choice.group_means(acc, devices, groups)
   ceilings = {k: float(v[0])
-              for k, v in group_means(ceiling, devices, {**families, **groups}).items()}
-  fresh = [set(aggregate.parse(n, None)[1]) <= set(aggregate.FRESH_TERMS)
-           for n in names]
-  pick = choose(names, means["training"], by_family, fresh)
+              for k, v in proxy_choice.group_means(ceiling, devices, {**families, **groups}).items()}
+  fresh = proxy_choice.fresh_clone(names)
+  balanced = proxy_choice.balanced(by_family)
+  pick = choose(names, balanced, by_family, fresh)
 
   held_out = []
   for family in families:
     rest = [f for f in families if f != family]
-    cells = [d for f in rest for d in families[f]]
-    overall = group_means(acc, devices, {"rest": cells})["rest"]
-    pick_without = choose(names, overall, {f: by_family[f] for f in rest}, fresh)
+    rest_by_family = {f: by_family[f] for f in rest}
+    pick_without = choose(names, proxy_choice.balanced(rest_by_family), rest_by_family, fresh)
     value = {n: float(by_family[family][names.index(n)])
              for n in (pick_without, pick, aggregate.PAPER)}
     held_out.append(dict(held_out=family, pick=pick_without, same_pick=pick_without == pick,
@@ -193,11 +125,11 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
     rows[name] = dict(
         how=how, terms=list(terms), fresh_clone=fresh[c],
         families={f: float(v[c]) for f, v in by_family.items()},
-        training=float(means["training"][c]), validation=float(means["validation"][c]),
+        balanced=float(balanced[c]), training=float(means["training"][c]), validation=float(means["validation"][c]),
         validation_devices={d: float(means[f"validation:{d}"][c]) for d in validation},
         training_datasets={s: float(acc[c, :len(training), k].mean())
                            for k, s in enumerate(datasets)},
-        not_worse_than_paper=bool(all(v[c] >= v[names.index(aggregate.PAPER)] - _TOLERANCE
+        not_worse_than_paper=bool(all(v[c] >= v[names.index(aggregate.PAPER)] - 1e-9
                                       for v in by_family.values())),
         spearman={s: spearman(benchmark.proxy(s, name), benchmark.accuracy(s)) for s in datasets},
         cells=acc[c].round(4).tolist())
@@ -217,7 +149,8 @@ def _row(name: str, r: Mapping, marks: str = "") -> str:
   fam = "".join(f"{r['families'][f]:>9.2f}" for f in r["families"])
   rho = "".join(f"{v:>10.3f}" for v in r["spearman"].values())
   ok = "yes" if r["not_worse_than_paper"] else "-"
-  return (f"{marks:<2}{name:<54}{len(r['terms']):>2}{fam}{r['training']:>9.2f}{ok:>5}"
+  return (f"{marks:<2}{name:<54}{len(r['terms']):>2}{fam}{r['balanced']:>9.2f}"
+          f"{r['training']:>9.2f}{ok:>5}"
           f"{r['validation']:>9.2f}{rho}")
 
 
@@ -225,22 +158,23 @@ def format_report(result: Mapping, top: int = 15) -> str:
   rows, pick = result["candidates"], result["pick"]
   fams = list(result["families"])
   header = (f"{'':<2}{'candidate':<54}{'k':>2}" + "".join(f"{f:>9}" for f in fams)
-            + f"{'train':>9}{'ok':>5}{'valid':>9}" + "".join(
+            + f"{'balanced':>9}{'train':>9}{'ok':>5}{'valid':>9}" + "".join(
                 f"{'rho ' + _SHORT.get(s, s[:4]):>10}" for s in result["datasets"]))
   line = "-" * len(header)
   fresh = [n for n in rows if rows[n]["fresh_clone"]]
   combos = sorted([n for n in fresh if n != aggregate.PAPER and len(rows[n]["terms"]) > 1],
-                  key=lambda n: -rows[n]["training"])
+                  key=lambda n: -rows[n]["balanced"])
   shown = list(dict.fromkeys([*combos[:top], pick]))
   singles = [n for n in fresh if len(rows[n]["terms"]) == 1]
   out = ["Proxy-oracle test accuracy (%), mean over cells: training families "
          + ", ".join(f"{f} ({', '.join(m)})" for f, m in result["families"].items()),
+         "balanced = the mean over those families (what the rule reads); "
          f"train = {sum(map(len, result['families'].values()))} training devices x "
          f"{len(result['datasets'])} datasets x q in {result['budget_percentiles']}; "
          "ok = not worse than paper on any family; valid = validation devices "
          f"({', '.join(result['validation_devices'])}), reported only; rho = Spearman with "
          "test accuracy over the space (context only); * = the pick. "
-         f"Best {top} of {len(combos)} combinations by train, then paper and single terms.",
+         f"Best {top} of {len(combos)} combinations by balanced, then paper and single terms.",
          "", header, line]
   out += [_row(n, rows[n], "*" if n == pick else "") for n in shown]
   out += [line, *[_row(n, rows[n], "*" if n == pick else "")
@@ -248,9 +182,9 @@ def format_report(result: Mapping, top: int = 15) -> str:
   oracle = result["oracle"]
   out += [f"{'':<2}{'oracle (best accuracy within budget)':<54}{'':>2}"
           + "".join(f"{oracle[f]:>9.2f}" for f in fams)
-          + f"{oracle['training']:>9.2f}{'':>5}{oracle['validation']:>9.2f}", "",
+          + f"{float(np.mean([oracle[f] for f in fams])):>9.2f}{oracle['training']:>9.2f}{'':>5}{oracle['validation']:>9.2f}", "",
           f"rule: {result['rule']}", f"pick: {pick}", ""]
-  out += ["Leave one family out (the rule on the other three families):",
+  out += ["Leave one family out (the rule on the other training families):",
           f"{'held out':<10}{'pick without it':<52}{'same':>5}{'pick':>8}{'full pick':>10}"
           f"{'paper':>8}{'oracle':>8}"]
   for r in result["leave_one_family_out"]:
@@ -269,7 +203,7 @@ def format_report(result: Mapping, top: int = 15) -> str:
              + f"{oracle['validation']:>9.2f}")
   lab = [n for n in rows if not rows[n]["fresh_clone"]]
   if lab:
-    best_lab = sorted(lab, key=lambda n: -rows[n]["training"])[:top]
+    best_lab = sorted(lab, key=lambda n: -rows[n]["balanced"])[:top]
     singles = [n for n in lab if len(rows[n]["terms"]) == 1]
     out += ["", "Lab proxies (studied and reported; not eligible as the default):", header, line]
     out += [_row(n, rows[n]) for n in dict.fromkeys([*best_lab, *singles])]
@@ -291,8 +225,8 @@ def plot(result: Mapping, path: str) -> None:
   for name, marker in ((aggregate.PAPER, "s"), (result["pick"], "*")):
     ax.scatter(rows[name]["training"], rows[name]["validation"], s=150, marker=marker,
                color="black", label=name)
-  ax.set_xlabel("proxy-oracle accuracy, 117 training cells (%)")
-  ax.set_ylabel("proxy-oracle accuracy, 36 validation cells (%)")
+  ax.set_xlabel("proxy-oracle accuracy, training cells (%)")
+  ax.set_ylabel("proxy-oracle accuracy, validation cells (%)")
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()

@@ -27,6 +27,29 @@ DATA_DIR_ENV = "HWNAS_DATA_DIR"
 PROXY_NAMES = aggregate.BUNDLE_TERMS  # every bundle proxy file has them
 # PROTOCOL.md's split: the validation devices never inform anything fitted or trained.
 VALIDATION_DEVICES = ("eyeriss", "fpga", "gold_6226", "titan_rtx_256")
+# Device families (PROTOCOL.md), by name. A device not named here belongs to "other": an
+# unknown device is the normal case, never an error. Studies that leave a family out read
+# this table, so a new device of a known family is one line here.
+FAMILIES = ("gpu_b1", "gpu_b32", "gpu_b256", "cpu", "phone", "other")
+DEVICE_FAMILIES = {
+    **{f"{gpu}_{batch}": f"gpu_b{batch}"
+       for gpu in ("1080ti", "2080ti", "titan_rtx", "titanx") for batch in (1, 32, 256)},
+    "gold_6226": "cpu", "gold_6240": "cpu", "silver_4114": "cpu",
+    "pixel2": "phone", "samsung_s7": "phone", "pixel3": "phone",
+    "eyeriss": "other", "fpga": "other",
+}
+
+
+def device_family(device: str) -> str:
+  """The family of a device name (`DEVICE_FAMILIES`), "other" for any name it lacks."""
+  return DEVICE_FAMILIES.get(device, "other")
+
+
+def family_members(devices: Iterable[str]) -> dict[str, list[str]]:
+  """{family: its devices among `devices`}, families in `FAMILIES` order, empty ones left out."""
+  devices = list(devices)
+  groups = {f: [d for d in devices if device_family(d) == f] for f in FAMILIES}
+  return {f: members for f, members in groups.items() if members}
 HWNASBENCH_DATANAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "ImageNet"}
 
 
@@ -81,8 +104,20 @@ def check_table(name: str, values: np.ndarray, *, positive: bool = False,
     if bad.any():
       raise BenchmarkDataError(f"{name!r}{where}: {int(bad.sum())} latencies <= 0, first at "
                                f"index {int(np.argmax(bad))} ({values[np.argmax(bad)]})")
-  values.setflags(write=False)
-  return values
+  return frozen(values)
+
+
+def frozen(values: np.ndarray) -> np.ndarray:
+  """A read-only copy that nothing can make writable again: its memory is an immutable
+  `bytes` object, so `setflags(write=True)` fails (a table shared by every cell and method
+  stays as loaded). An array that is already such a copy is returned as it is."""
+  base = values
+  while isinstance(base, np.ndarray):
+    base = base.base
+  if isinstance(base, bytes) and not values.flags.writeable:
+    return values
+  values = np.ascontiguousarray(values)
+  return np.frombuffer(values.tobytes(), values.dtype).reshape(values.shape)
 
 
 def _load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -49,6 +49,10 @@ def define_flags() -> None:
 
 
 def sample_archs(num_archs: int, seed: int) -> np.ndarray:
+  if (isinstance(num_archs, bool) or not isinstance(num_archs, (int, np.integer))
+      or not 2 <= num_archs <= searchspace.NUM_ARCHS):
+    raise ValueError(f"--num_archs must be a whole number in [2, {searchspace.NUM_ARCHS}] (a "
+                     f"rank correlation needs two), got {num_archs!r}")
   rng = np.random.default_rng(seed)
   return np.sort(rng.choice(searchspace.NUM_ARCHS, size=num_archs, replace=False))
 

@@ -1,12 +1,22 @@
 """Shared entry-point plumbing: bad input ends in one readable line, not a traceback."""
 
 import contextlib
+import difflib
+import inspect
+import logging
 import math
 import os
+import re
+import signal
 import sys
 import tempfile
+import threading
+import time
 
 from absl import app
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
 
 from experiments.configs import default
 from hwnas_jax.benchmark import aggregate
@@ -33,15 +43,143 @@ def run(main, define_flags=None):
     except USER_ERRORS as error:
       fail(message(error))
 
+  logging.getLogger("jax._src.xla_bridge").addFilter(_quiet_missing_tpu)
   if define_flags is not None:
     with _flag_errors(sys.argv):  # a config flag reads its --config.KEY overrides here
       define_flags()
 
   def parse_flags(argv):
     with _flag_errors(argv):
-      return app.parse_flags_with_usage(argv)
+      try:
+        return app.parse_flags_with_usage(argv)
+      except SystemExit as stop:  # absl ends --help with status 1
+        if stop.code == 1 and any(a in HELP_FLAGS for a in argv[1:]):
+          entries = config_help(flags.FLAGS, argv)
+          if entries:
+            print("\n" + entries)
+          sys.exit(0)
+        raise
 
-  app.run(guarded, flags_parser=parse_flags)
+  signal.signal(signal.SIGTERM, _interrupt)
+  _watch_signals()
+  try:
+    app.run(guarded, flags_parser=parse_flags)
+  except KeyboardInterrupt as stop:
+    interrupted(stop)
+
+
+INTERRUPTED_EXIT = 130  # the shell's code for a program ended by Ctrl-C
+
+
+def _interrupt(signum, frame) -> None:
+  """SIGTERM ends a command as Ctrl-C does: one line, the work written so far kept."""
+  del frame
+  raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+_ENDING = threading.Lock()
+
+
+def interrupted(stop: KeyboardInterrupt) -> None:
+  """One line for Ctrl-C or SIGTERM, no traceback, exit 130. `os._exit`: the interpreter's
+  shutdown would wait on (or crash in) a compilation that XLA's threads are running; what
+  the commands write is written atomically or line by line, and read back by their resume."""
+  _ENDING.acquire()  # the first of the main thread and the watcher says it; the other waits
+  print(f"\ninterrupted ({stop.args[0] if stop.args else 'Ctrl-C'}); finished work is kept "
+        "where the command writes it as it goes", file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(INTERRUPTED_EXIT)  # pylint: disable=protected-access
+
+
+def _watch_signals() -> None:
+  """End the command at once, also while the main thread is inside a long C call (an XLA
+  compilation runs for a minute and would only then see the KeyboardInterrupt): Python's
+  C-level handler writes each signal to a wakeup pipe, which a daemon thread reads."""
+  read_fd, write_fd = os.pipe()
+  os.set_blocking(write_fd, False)
+  signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+  def watch() -> None:
+    while True:
+      number = os.read(read_fd, 1)
+      if number and number[0] in (signal.SIGINT, signal.SIGTERM):
+        name = "Ctrl-C" if number[0] == signal.SIGINT else "SIGTERM"
+        time.sleep(0.5)  # a main thread in Python says it first, with its own cleanup
+        interrupted(KeyboardInterrupt(name))
+
+  threading.Thread(target=watch, name="signal-watch", daemon=True).start()
+
+
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
+
+
+def _quiet_missing_tpu(record: logging.LogRecord) -> bool:
+  """Drop jax's note that no TPU library is installed (every CPU or GPU machine lacks one);
+  which backend jax picks is unchanged, and its warnings still pass."""
+  return not (record.levelno <= logging.INFO
+              and record.getMessage().startswith("Unable to initialize backend 'tpu'"))
+
+
+def config_help(fv: flags.FlagValues, argv) -> str:
+  """The `--config.KEY` entries of every config flag, with the value the --config file given
+  in `argv` (or the flag's default file) sets and default.py's comment on the key."""
+  notes = _config_comments(inspect.getsource(default))
+  parts = []
+  for name in fv:
+    flag = fv[name]
+    if not isinstance(flag.value, ml_collections.ConfigDict):
+      continue
+    path = _flag_value(argv, name) or config_flags.get_config_filename(flag)
+    try:
+      scratch = flags.FlagValues()
+      config_flags.DEFINE_config_file(name, path, "", flag_values=scratch, sys_argv=argv[:1])
+      config = scratch[name].value
+    except Exception as error:  # pylint: disable=broad-except
+      parts.append(f"{name} entries: cannot load {path} ({type(error).__name__}: {error})")
+      continue
+    lines = [f"{name} entries (--{name}.KEY=VALUE; defaults from {path}):"]
+    for key, value in sorted(_flat_items(config)):
+      lines.append(f"  --{name}.{key}: {notes.get(key, '')}".rstrip())
+      lines.append(f"    (default: {value!r})")
+    parts.append("\n".join(lines))
+  return "\n\n".join(parts)
+
+
+def _flag_value(argv, name: str) -> str | None:
+  """The last `--name=VALUE` or `--name VALUE` in `argv`."""
+  found = None
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith(f"--{name}="):
+      found = arg.split("=", 1)[1]
+    elif arg == f"--{name}" and i + 1 < len(argv):
+      found = argv[i + 1]
+  return found
+
+
+def _flat_items(config, prefix: str = ""):
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _flat_items(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def _config_comments(source: str) -> dict[str, str]:
+  """`config.KEY = ...  # note` and comment lines just above a key (a one-word heading such
+  as `# PPO` is not a note), by KEY."""
+  notes, above = {}, []
+  for line in source.splitlines():
+    stripped = line.strip()
+    if stripped.startswith("#"):
+      above.append(stripped.lstrip("# "))
+      continue
+    match = re.match(r"config\.(\w+)\s*=[^#]*(?:#\s*(.*))?$", stripped)
+    if match:
+      sentence = " ".join(above) if above and " " in " ".join(above) else ""
+      notes[match.group(1)] = match.group(2) or sentence
+    above = []
+  return notes
 
 
 def message(error: BaseException) -> str:
@@ -61,16 +199,36 @@ def _flag_errors(argv):
   try:
     yield
   except (AttributeError, KeyError) as error:
-    key = str(error).strip("\"'")
+    key, close = _missing_key(error)
     overrides = [a for a in argv[1:] if a.startswith("--")
                  and key in a.split("=")[0].split(".")[1:]]
     if overrides:
-      fail(f"{overrides[0]}: the config has no key {key!r} (the schema is "
-           "experiments/configs/default.py)")
+      close = close or difflib.get_close_matches(key, default.get_config().keys(), 1)
+      fail(f"{overrides[0]}: the config has no key {key!r}"
+           + (f"; did you mean {close[0]!r}?" if close else "")
+           + " (--help lists the keys; the schema is experiments/configs/default.py)")
     fail(f"cannot load the flags ({type(error).__name__}: {error}); a --config file must "
          "define get_config() returning an ml_collections.ConfigDict")
   except (SyntaxError, ImportError, OSError, TypeError, ValueError) as error:
     fail(f"cannot load the flags: {type(error).__name__}: {error}")
+  except SystemExit as stop:  # absl's own exits (usage, --help) pass; a config's does not
+    if stop.code not in (0, None) or any(a in HELP_FLAGS for a in argv[1:]):
+      raise
+    fail("cannot load the flags: the --config file ended the program (sys.exit) while it "
+         "was loaded; nothing was run")
+  except Exception as error:  # pylint: disable=broad-except
+    fail(f"cannot load the flags: the --config file raised {type(error).__name__}: {error}")
+
+
+def _missing_key(error: BaseException) -> tuple[str, list[str]]:
+  """The key ml_collections could not find, and the close match it suggests, if any: its
+  message is a KeyError inside an AttributeError, `'key'` then `Did you mean "other"...`."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  text = str(error.args[0]) if error.args else str(error)
+  key = text.splitlines()[0].strip("\"' ") if text else ""
+  suggestion = re.search(r'Did you mean "([^"]+)"', text)
+  return key, [suggestion.group(1)] if suggestion else []
 
 
 def checked_config(config):
@@ -131,6 +289,40 @@ def checked_output(path: str | None, overwrite_note: bool = True,
   if os.path.exists(path) and overwrite_note:
     print(f"note: {path} exists and will be replaced when this run finishes")
   return path
+
+
+def check_not_an_input(output: str | None, inputs, flag: str = "--output") -> None:
+  """ValueError when the output would be written over one of the command's input files
+  (a latency or proxy file: the run would destroy what it read)."""
+  if not output:
+    return
+  for path in inputs:
+    if path and os.path.isfile(path) and os.path.realpath(path) == os.path.realpath(output):
+      raise ValueError(f"{flag} {output!r} is an input of this command ({path}); give "
+                       "another file for the results")
+
+
+def file_stamps(paths) -> dict[str, list]:
+  """(size, modification time) of each input file, and of a workdir's config and
+  checkpoints: results computed from other versions of them are not resumed."""
+  stamps = {}
+  for path in filter(None, paths):
+    found = [path] if os.path.isfile(path) else [
+        os.path.join(folder, name) for folder, _, names in os.walk(path)
+        for name in names if name in (checkpoint.CONFIG, checkpoint.CHECKPOINT)]
+    for item in sorted(found):
+      info = os.stat(item)
+      stamps[os.path.abspath(item)] = [info.st_size, info.st_mtime_ns]
+  return stamps
+
+
+def write_atomic(path: str, text: str) -> None:
+  """`text` at `path` through a temporary file beside it: an interruption leaves the old
+  file or the new one, never half of one."""
+  temporary = f"{path}.{os.getpid()}.tmp"
+  with open(temporary, "w") as f:
+    f.write(text)
+  os.replace(temporary, path)
 
 
 def checked_folder(path: str, flag: str) -> str:
@@ -210,7 +402,8 @@ def host_settings(fv, prefix: str) -> dict:
                          minimum=0 if key == "warmup" else 1)
               for key in ("batch_size", "channels", "num_cells", "repeats", "warmup")}
   size = fv[prefix + "image_size"].value
-  settings["image_size"] = None if size is None else whole(f"--{prefix}image_size", size)
+  settings["image_size"] = (None if size is None  # two stride-2 reductions: 4 pixels at least
+                            else whole(f"--{prefix}image_size", size, minimum=4))
   return settings
 
 

@@ -12,7 +12,7 @@
    lying farther from their nearest neighbour among the samples than the device lies from
    its nearest sample (small = outside the cloud).
 4. Leave one device family out, training devices only: the prior refitted without a family
-   (GPUs at batch 1 / 32 / 256, CPUs) and that family's typicality under the fitted
+   (`tables.FAMILIES`: GPUs at batch 1 / 32 / 256, CPUs, phones) and that family's typicality under the fitted
    component alone and under the mixture. This, not the validation devices, justifies the
    broad component; validation numbers are reported, never used to choose anything.
 """
@@ -119,13 +119,6 @@ def typicality(points: np.ndarray, samples: np.ndarray, scale: np.ndarray) -> np
   return (d_samples[None, :] >= d_points[:, None]).mean(1)
 
 
-# --- device families (for leave-one-family-out on the training devices) --------------------
-
-def device_family(name: str) -> str:
-  match = re.search(r"_(\d{1,3})$", name)  # GPUs at batch size n; not gold_6240
-  return f"batch_{match.group(1)}" if match else "other (CPUs)"
-
-
 # --- the report -----------------------------------------------------------------------------
 
 def sample_tables(prior: synthetic.Prior, num: int, seed: int, component: str) -> np.ndarray:
@@ -198,14 +191,12 @@ def coverage_report(latency: Mapping[str, np.ndarray], num_samples: int = 512,
       typical.setdefault(name, {})[component] = float(value)
 
   # 4. leave one training family out.
-  shapes = {n: synthetic.device_shape(synthetic.fit_device(latency[n])) for n in train}
   lofo = {}
-  for family in sorted({device_family(n) for n in train}):
-    held = [n for n in train if device_family(n) == family]
-    rest = [n for n in train if device_family(n) != family]
+  for family, held in tables.family_members(train).items():
+    rest = [n for n in train if tables.device_family(n) != family]
     if not rest:
       continue
-    fold_prior = synthetic.prior_from_shapes(np.stack([shapes[n] for n in rest]))
+    fold_prior = synthetic.fit_prior({n: latency[n] for n in rest})
     held_points = points[[index[n] for n in held]]
     row = {"held_out": held}
     for component in ("fitted", "mixture"):

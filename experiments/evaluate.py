@@ -8,16 +8,19 @@ r"""Evaluate search methods on the latency-budgeted task of PROTOCOL.md.
 `--budget_ms=eyeriss:5:7:9,fpga:4:5:6` per device.
 """
 
+import glob
 import json
+import os
 
 from absl import flags
-from tqdm import tqdm
 
 from hwnas_jax.benchmark import aggregate
+from hwnas_jax.benchmark import progress
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import protocol
 from hwnas_jax.search import registry
+from hwnas_jax.search import resume
 from experiments import cli
 
 FLAGS = flags.FLAGS
@@ -54,6 +57,9 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_string("checkpoint", None, "meta_train --workdir(s), comma-separated "
                       "(controller methods).", flag_values=fv)
   flags.DEFINE_string("output", None, "Where to write results.json.", flag_values=fv)
+  flags.DEFINE_bool("isolate", True, "Run each method in a process of its own that reaches "
+                    "the harness only through `measure`; --noisolate runs them in-process "
+                    "(trusted code only).", flag_values=fv)
 
 
 def parse_budgets(percentiles, absolute, devices):
@@ -87,8 +93,14 @@ def parse_budgets(percentiles, absolute, devices):
 def main(argv, fv: flags.FlagValues = FLAGS):
   del argv
   output = cli.checked_output(fv.output)
+  bundle = fv.data_dir or os.environ.get(tables.DATA_DIR_ENV) or ""
+  inputs = [fv.latency_file, *(item.partition(":")[2] for item in fv.proxy_files),
+            *(glob.glob(os.path.join(bundle, "*.npz")) if bundle else ()),
+            *(fv.checkpoint.split(",") if fv.checkpoint else ())]
+  cli.check_not_an_input(output, inputs)
   probes, episodes = cli.whole("--probes", fv.probes), cli.whole("--episodes", fv.episodes)
   seed, noise = cli.whole("--seed", fv.seed, minimum=0), cli.number("--noise", fv.noise)
+  protocol.check_settings(probes, episodes, seed, noise)
   names = cli.names("--methods", fv.methods, registry.NAMES)
   datasets = cli.names("--datasets", fv.datasets, searchspace.DATASETS)
   benchmark = tables.load_benchmark(fv.data_dir, fv.latency_file,
@@ -106,14 +118,29 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   print(f"benchmark: {benchmark.source}; latency file: "
         f"{fv.latency_file or 'bundle latency_ms.npz'}; devices: {', '.join(devices)}; "
         f"proxy {fv.proxy}; noise sigma {noise:g}")
+  cell_log = None
+  if output:  # every finished cell kept as it finishes; a rerun resumes them
+    settings = {name: fv[name].value for name in RESULT_FLAGS}
+    settings.update(benchmark=benchmark.source, inputs=cli.file_stamps(inputs))
+    cell_log = resume.CellLog(resume.partial_path(output), settings)
   results = protocol.evaluate(
       benchmark, methods, devices, datasets, budgets, probes, episodes, seed, noise=noise,
-      proxy=fv.proxy, progress=lambda cells: tqdm(cells, desc="cells", unit="cell"))
+      proxy=fv.proxy, progress=lambda cells: progress.bar(cells, desc="cells", unit="cell"),
+      isolated=fv.isolate, cell_log=cell_log,
+      episode_progress=lambda e: progress.bar(e, desc="episodes", unit="episode", leave=False,
+                                              delay=EPISODE_BAR_DELAY_S))
   print(protocol.format_table(results["rows"], results["summary"]))
   if output:
-    with open(output, "w") as f:
-      json.dump(results, f, indent=1)
+    cli.write_atomic(output, json.dumps(results, indent=1))
+    cell_log.remove()
     print(f"wrote {output}")
+
+
+# The flags that decide a results file's numbers: a partial file of other values is not resumed.
+RESULT_FLAGS = ("data_dir", "latency_file", "proxy_files", "proxy_dirs", "proxy", "devices",
+                "datasets", "budgets", "budget_ms", "probes", "episodes", "seed", "noise",
+                "methods", "checkpoint")
+EPISODE_BAR_DELAY_S = 60.0  # a cell shows its episodes once it has run this long
 
 
 if __name__ == "__main__":

@@ -10,7 +10,12 @@ r"""The machine itself as the target device: search it with K probes, against a 
    note; an unknown name or a broken `--checkpoint` is an error) for
    `--seeds` seeds, K probes each, each run on a fresh HostDevice (so every probe compiles).
 4. Reports each answer's test accuracy (bundle, for information), its latency re-measured
-   after the search, where that lies in the sample (percentile rank), and the time per probe.
+   after the search, where that lies in the sample (percentile rank), and the time per probe;
+   then measures every answer once more after all runs (`late_ms`: whether it still holds
+   minutes later).
+`--device=onnxruntime` does all of it through onnxruntime (the exported model) instead of
+XLA; `--timing=reference` times each probe of the runs against a reference network
+(`hwnas_jax.devices.drift`); every probe of the runs goes into the `--store`.
 Writes `host_study.json`, `host_study.png` (sample, budget, answers) and one PNG per run.
 """
 
@@ -22,10 +27,10 @@ import time
 
 from absl import flags
 import numpy as np
-from tqdm import tqdm
 
 from experiments import cli
 from hwnas_jax.benchmark import aggregate
+from hwnas_jax.benchmark import progress
 from hwnas_jax.benchmark import tables
 from hwnas_jax.devices import host
 from hwnas_jax.search import interface
@@ -63,6 +68,17 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_integer("num_cells", 5, "Cells N per stage.", flag_values=fv)
   flags.DEFINE_integer("repeats", 20, "Timed forward passes per measurement.", flag_values=fv)
   flags.DEFINE_integer("warmup", 3, "Untimed passes before timing.", flag_values=fv)
+  flags.DEFINE_enum("device", "host", ["host", "onnxruntime"], "This machine through XLA "
+                    "(host) or through onnxruntime (the exported model).", flag_values=fv)
+  flags.DEFINE_integer("threads", 1, "onnxruntime: intra-op threads.", flag_values=fv)
+  flags.DEFINE_enum("statistic", "median", ["median", "min"], "onnxruntime, command: a probe "
+                    "is the median or the fastest of its timed runs.", flag_values=fv)
+  flags.DEFINE_enum("timing", "direct", ["direct", "reference"], "Probes timed directly, or "
+                    "against a reference network before and after each (devices.drift).",
+                    flag_values=fv)
+  flags.DEFINE_string("store", None, "The SQLite measurement store (default: the user's "
+                      "cache folder; '' for none); a rerun reads back the probes it took.",
+                      flag_values=fv)
 
 
 def sample_indices(num_archs: int, seed: int) -> np.ndarray:
@@ -84,7 +100,7 @@ def measure_sample(device: host.HostDevice, indices: np.ndarray, path: str) -> d
     except Exception as error:  # pylint: disable=broad-except  # a damaged or foreign file
       print(f"note: cannot read the sample {path} ({error}): measuring again and replacing it")
   start = time.perf_counter()
-  for index in tqdm(indices, desc="host sample", unit="arch"):
+  for index in progress.bar(indices, desc="host sample", unit="arch"):
     device.measure(int(index))
   total_s = time.perf_counter() - start
   sample = {"index": indices, "settings": np.array(settings), "total_s": np.array(total_s)}
@@ -197,12 +213,16 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   methods = available_methods(names, fv.checkpoint)
   if not methods:
     raise ValueError(f"none of --methods ({', '.join(names)}) can run here; nothing to study")
-  settings = {"dataset": dataset, **host_kwargs}
+  runtime_kwargs = {"statistic": fv.statistic, "threads": cli.whole("--threads", fv.threads)}
+
+  def new_device():  # fresh: no executable or session carried between runs
+    return session.make_device(fv.device, dataset, host_kwargs, runtime_kwargs=runtime_kwargs)[0]
+
   load_start = list(os.getloadavg())
-  sampler = host.HostDevice(**settings)
+  sampler = new_device()
   print("host:", json.dumps(sampler.settings()))
   indices = sample_indices(num_archs, sample_seed)
-  sample_path = os.path.join(out_dir, f"host_sample_{dataset}_n{num_archs}_"
+  sample_path = os.path.join(out_dir, f"{fv.device}_sample_{dataset}_n{num_archs}_"
                                             f"seed{sample_seed}.npz")
   sample = measure_sample(sampler, indices, sample_path)
   sample_ms = sample["latency_ms"]
@@ -216,31 +236,41 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   background = np.full(searchspace.NUM_ARCHS, np.nan)
   background[indices] = sample_ms
   task = interface.Task(dataset, budget_ms, probes, proxy)
-  records, rows = [], []
+  records, rows, devices = [], [], []
   for name, method in methods.items():
     for seed in range(seeds):
-      device = host.HostDevice(**settings)  # fresh: no executable carried between runs
-      record = session.run_search(device, method, task, seed, accuracy, name)
+      device = session.live_device(new_device(), fv.store, dict(
+          study="host_study", device=fv.device, dataset=dataset, budget_ms=budget_ms,
+          probes=probes, seed=seed, method=name, checkpoint=fv.checkpoint, proxy=fv.proxy),
+          fv.timing)
+      record = session.run_search(device, method, task, seed, accuracy, name,
+                                  proxy_name=fv.proxy)
       record["host_measurements"] = [m.to_dict() for m in device.records]
       records.append(record)
       rows.append(study_row(record, sample_ms))
+      devices.append(device)
       for line in session.format_record(record).splitlines():
         if line.startswith(("answer", "check")):
           print(f"{name} seed {seed}: {line}")
       plots.plot_search(record, proxy, os.path.join(out_dir, f"{name}_seed{seed}.png"),
                              background=background,
                              background_label=f"{len(indices)} sampled architectures (host)")
+  for row, device in zip(rows, devices):  # minutes after most searches ended
+    row.update(late_check(device, row, budget_ms))
   summary = summarize(rows)
   print(format_table(rows, summary))
   for name, s in summary.items():
     held = round(s["check_feasible_rate"] * s["runs"])
-    print(f"{name}: {held} of {s['runs']} answers hold on re-measurement")
+    late = sum(r["late_within_budget"] for r in rows if r["method"] == name)
+    print(f"{name}: {held} of {s['runs']} answers hold on re-measurement, {late} when measured "
+          f"again after every search ({fv.device}, {fv.timing} timing)")
   load = {"load_average_start": load_start, "load_average_end": list(os.getloadavg())}
   print(f"load average (1/5/15 min) at start {load_start}, at end {load['load_average_end']}")
   print(f"within the budget, sample oracle {references['sample_oracle_accuracy']:.2f} %, "
         f"sample proxy oracle {references['sample_proxy_oracle_accuracy']:.2f} % "
         f"({references['within_budget']} sampled architectures within budget)")
-  result = {"host": sampler.settings(), "sample_seed": sample_seed,
+  result = {"host": sampler.settings(), "device": fv.device, "timing": fv.timing,
+            "sample_seed": sample_seed,
             "num_archs": num_archs, "sample_file": sample_path,
             "sample_total_s": float(sample["total_s"]), "sample_reused": sample["reused"],
             "sample_median_iqr_ms": float(np.median(sample["iqr_ms"])),
@@ -257,17 +287,30 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   print(f"wrote {output} and the PNGs in {out_dir}")
 
 
+def late_check(device, row: dict, budget_ms: float) -> dict:
+  """The answer of a run measured once more after every run of the study (through the
+  run's own device and timing), with when that was: a check after the load had time to
+  change."""
+  if row["index"] is None:
+    return {"late_ms": None, "late_within_budget": False, "late_interval_ms": None}
+  latency_ms = float(device.measure(row["index"], tag="check"))
+  intervals = getattr(device, "intervals_ms", None)
+  return {"late_ms": latency_ms, "late_within_budget": bool(latency_ms <= budget_ms),
+          "late_interval_ms": list(intervals[-1]) if intervals else None,
+          "late_load": os.getloadavg()[0]}
+
+
 def plot_study(records, rows, proxy, background, budget_ms, path):
   """The sample, the budget and every run's answer at its re-measured latency."""
-  colors = dict(zip(dict.fromkeys(r["method"] for r in rows), ["tab:blue", "tab:green",
-                                                              "tab:purple", "tab:orange"]))
   extras = [{"latency_ms": r["check_ms"], "proxy": float(proxy[r["index"]]),
-             "color": colors.get(r["method"], "k"), "label": f"{r['method']} answers (re-measured)",
+             "color": plots.method_color(r["method"]),
+             "label": f"{r['method']} answers (re-measured)",
              "marker": "o" if r["valid"] else "X"}
             for r in rows if r["index"] is not None]
   summary_record = {"probes": [], "answer": None, "budget_ms": budget_ms, "valid": False,
                     "device": records[0]["device"], "dataset": records[0]["dataset"],
                     "method": "answers of every run", "num_probes": records[0]["num_probes"],
+                    "proxy": records[0].get("proxy"),
                     "seed": f"{rows[0]['seed']}..{rows[-1]['seed']}"}
   plots.plot_search(summary_record, proxy, path, background=background,
                          background_label="sampled architectures (host)", extra_answers=extras)

@@ -13,9 +13,9 @@ import os
 
 from absl import flags
 from ml_collections import config_flags
-from tqdm import tqdm
 
 from experiments import cli
+from hwnas_jax.benchmark import progress
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import protocol
 from hwnas_jax.search import registry
@@ -65,7 +65,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
       lambda device: [protocol.percentile_budget(benchmark.latency(device), q)
                       for q in (10, 25, 50)],
       config.num_probes, episodes, seed=0, proxy=config.proxy,
-      progress=lambda cells: tqdm(cells, desc="evaluate", unit="cell"))
+      progress=lambda cells: progress.bar(cells, desc="evaluate", unit="cell"))
   print(protocol.format_table(results["rows"], results["summary"]))
   path = os.path.join(workdir, "results.json")
   with open(path, "w") as f:

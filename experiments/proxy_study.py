@@ -46,7 +46,7 @@ from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import proxy_choice
-from hwnas_jax.search.proxy_choice import RULE, choose  # the rule lives in the library
+from hwnas_jax.search.proxy_choice import RULE  # the rule lives in the library
 
 FLAGS = flags.FLAGS
 
@@ -89,7 +89,7 @@ def candidates(lab: Sequence[str], max_lab_terms: int) -> list[str]:
 
 def study(benchmark: tables.Benchmark, names: Sequence[str],
           percentiles: Sequence[float] = (10, 25, 50)) -> dict:
-  """Every number of the study, as plain Python for JSON; the pick by `choose`."""
+  """Every number of the study, as plain Python for JSON; the pick by `proxy_choice.pick`."""
   datasets = list(benchmark.datasets)
   training = list(benchmark.training_devices)
   validation = [d for d in benchmark.devices if d not in training]
@@ -105,13 +105,11 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
               for k, v in proxy_choice.group_means(ceiling, devices, {**families, **groups}).items()}
   fresh = proxy_choice.fresh_clone(names)
   balanced = proxy_choice.balanced(by_family)
-  pick = choose(names, balanced, by_family, fresh)
+  pick = proxy_choice.pick(names, by_family)
 
   held_out = []
   for family in families:
-    rest = [f for f in families if f != family]
-    rest_by_family = {f: by_family[f] for f in rest}
-    pick_without = choose(names, proxy_choice.balanced(rest_by_family), rest_by_family, fresh)
+    pick_without = proxy_choice.pick(names, by_family, without=family)
     value = {n: float(by_family[family][names.index(n)])
              for n in (pick_without, pick, aggregate.PAPER)}
     held_out.append(dict(held_out=family, pick=pick_without, same_pick=pick_without == pick,
@@ -211,7 +209,16 @@ def format_report(result: Mapping, top: int = 15) -> str:
 
 
 def plot(result: Mapping, path: str) -> None:
-  """Training vs validation proxy-oracle accuracy of every candidate."""
+  """`study_figure` written to `path` (PNG)."""
+  import matplotlib.pyplot as plt
+  fig = study_figure(result)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def study_figure(result: Mapping):
+  """Training vs validation proxy-oracle accuracy of every candidate, and y = x: a candidate
+  below the line did worse on the validation cells than on the training cells."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -227,11 +234,13 @@ def plot(result: Mapping, path: str) -> None:
                color="black", label=name)
   ax.set_xlabel("proxy-oracle accuracy, training cells (%)")
   ax.set_ylabel("proxy-oracle accuracy, validation cells (%)")
+  ax.axline((0, 0), slope=1, color="0.5", lw=0.8, ls="--", label="y = x", zorder=0)
+  ax.set_title("Proxy candidates: best-proxy architecture within budget, training vs "
+               "validation cells", fontsize=10)
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  return fig
 
 
 def main(argv, fv: flags.FlagValues = FLAGS):

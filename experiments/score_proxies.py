@@ -28,18 +28,20 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 
 from absl import flags
 from absl import logging
 import jax
 import numpy as np
-import tqdm
 
 from experiments import cli
 from hwnas_jax.benchmark import lab
 from hwnas_jax.benchmark import network
+from hwnas_jax.benchmark import progress as progress_lines
 from hwnas_jax.benchmark import proxies
 from hwnas_jax.benchmark import searchspace
+from hwnas_jax.benchmark import tables
 
 FLAGS = flags.FLAGS
 
@@ -97,7 +99,8 @@ def parse_proxies(names) -> tuple[str, ...]:
 def load_images(path: str) -> np.ndarray:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"images file not found: {path!r}")
-  with np.load(path) as data:
+  tables.check_npz(path)
+  with np.load(path, allow_pickle=False) as data:
     if "images" not in data.files:
       raise ValueError(f"{path!r} has no `images` array; it has {data.files}")
     return data["images"]
@@ -112,15 +115,19 @@ def _save(path: str, **arrays) -> None:
 
 
 def _resume(partial: str, indices: np.ndarray, seed: int, num_inits: int,
-            names: tuple[str, ...], az_batch: int = lab.AZ_BATCH) -> dict[str, np.ndarray]:
-  """Scores of an earlier run with the same arguments, else empty (NaN = not yet scored)."""
+            names: tuple[str, ...], az_batch: int = lab.AZ_BATCH,
+            inputs: dict | None = None) -> dict[str, np.ndarray]:
+  """Scores of an earlier run with the same arguments, else empty (NaN = not yet scored).
+  `inputs` (the dataset and a checksum of the images) must match where the file has them."""
   empty = {name: np.full(len(indices), np.nan) for name in names}
   if not os.path.isfile(partial):
     return empty
   with np.load(partial) as old:
     same = (np.array_equal(old["index"], indices) and int(old["seed"]) == seed
             and int(old["num_inits"]) == num_inits and all(n in old.files for n in names)
-            and ("az_batch" not in old.files or int(old["az_batch"]) == az_batch))
+            and ("az_batch" not in old.files or int(old["az_batch"]) == az_batch)
+            and all(key not in old.files or old[key].item() == value
+                    for key, value in (inputs or {}).items()))
     if not same:
       logging.warning("%s is from other arguments; starting afresh", partial)
       return empty
@@ -143,7 +150,8 @@ def score_archs(dataset: str, images: np.ndarray, indices: np.ndarray, output: s
   net = net or network.network_for(dataset)
   partial = output + ".partial.npz"
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  scores = _resume(partial, indices, seed, num_inits, names, az_batch)
+  inputs = {"dataset": dataset, "images_crc32": zlib.crc32(np.ascontiguousarray(images))}
+  scores = _resume(partial, indices, seed, num_inits, names, az_batch, inputs)
   ops = searchspace.arch_ops()[indices]
   plan = lab.plan_archs(ops)
   work = {}  # family -> (rows still to score, their computation ids, representative rows)
@@ -159,9 +167,10 @@ def score_archs(dataset: str, images: np.ndarray, indices: np.ndarray, output: s
     shared = lab.prepare(setup, batches, images, seed)
   total = sum(len(reps) for _, _, reps in work.values())
   start, unsaved = time.perf_counter(), 0
-  bar = tqdm.tqdm(total=total, disable=not progress, unit="arch", smoothing=0.05,
-                  desc=f"{dataset} {','.join(names)} (distinct computations)")
   for family, (rows, inverse, reps) in work.items():
+    # Counts architectures (a computation shared by several counts them all), one bar a family.
+    bar = progress_lines.bar(total=len(rows), disable=not progress, unit="arch", smoothing=0.05,
+                             desc=f"{dataset} {family} ({len(reps)} distinct computations)")
     for first in range(0, len(reps), chunk):
       raw = lab.run_family(setup, shared, family,
                            {k: v[reps[first:first + chunk]] for k, v in plan.items()}, chunk)
@@ -171,12 +180,12 @@ def score_archs(dataset: str, images: np.ndarray, indices: np.ndarray, output: s
         if name in scores:
           scores[name][rows[members]] = value
       unsaved += len(members)
-      bar.update(len(reps[first:first + chunk]))
+      bar.update(len(members))
       if unsaved >= save_every or first + chunk >= len(reps):
         _save(partial, index=indices, seed=seed, num_inits=num_inits, az_batch=az_batch,
-              **scores)
+              **inputs, **scores)
         unsaved = 0
-  bar.close()
+    bar.close()
   logging.info("%d distinct computations in %.1f s", total, time.perf_counter() - start)
   flops, params = proxies.flops_params(indices, dataset)
   table = dict(scores, skip=proxies.skip(ops), flops=flops, params=params, index=indices)
@@ -186,8 +195,19 @@ def score_archs(dataset: str, images: np.ndarray, indices: np.ndarray, output: s
   return table
 
 
+def check_flags(fv) -> None:
+  """Counts >= 1, the seed >= 0, the output a writable file that is not the images: checked
+  before minutes of compiling, not after."""
+  for flag in ("num_inits", "batch_size", "save_every", "chunk", "vmap_size", "az_batch"):
+    cli.whole(f"--{flag}", getattr(fv, flag))
+  cli.whole("--seed", fv.seed, minimum=0)
+  cli.checked_output(fv.output)
+  cli.check_not_an_input(fv.output, [fv.images])
+
+
 def main(argv):
   del argv
+  check_flags(FLAGS)
   indices = parse_archs(FLAGS.archs)
   table = score_archs(FLAGS.dataset, load_images(FLAGS.images), indices, FLAGS.output,
                       seed=FLAGS.seed, num_inits=FLAGS.num_inits, batch_size=FLAGS.batch_size,

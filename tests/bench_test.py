@@ -20,7 +20,7 @@ N = searchspace.NUM_ARCHS
 BUNDLE_DEVICES = (
     "1080ti_1", "1080ti_32", "1080ti_256", "2080ti_1", "2080ti_32", "2080ti_256",
     "titan_rtx_1", "titan_rtx_32", "titan_rtx_256", "titanx_1", "titanx_32", "titanx_256",
-    "gold_6226", "gold_6240", "silver_4114", "eyeriss", "fpga")
+    "gold_6226", "gold_6240", "silver_4114", "eyeriss", "fpga", "pixel2", "samsung_s7")
 # (best test accuracy, its index) per dataset, from the bundle's README.
 BEST = {"cifar10": (94.37, 6111), "cifar100": (73.50, 9930), "ImageNet16-120": (46.88, 3888)}
 FIXTURE_INDICES = (0, 11, 284)
@@ -63,9 +63,28 @@ def test_load_benchmark_bundle(bundle, data_dir):
 
 def test_training_devices_exclude_validation_devices(bundle):
   assert set(tables.VALIDATION_DEVICES) <= set(bundle.devices)
-  assert len(bundle.training_devices) == 13
+  assert len(bundle.training_devices) == len(BUNDLE_DEVICES) - len(tables.VALIDATION_DEVICES)
   assert not set(bundle.training_devices) & set(tables.VALIDATION_DEVICES)
   assert set(bundle.training_devices) | set(tables.VALIDATION_DEVICES) == set(BUNDLE_DEVICES)
+
+
+def test_family_table_covers_every_bundle_device(bundle):
+  # The bundle's README lists its devices; each has a family in the table, and the training
+  # devices span the five families PROTOCOL.md names.
+  assert set(bundle.devices) == set(BUNDLE_DEVICES)
+  assert all(d in tables.DEVICE_FAMILIES for d in bundle.devices)
+  members = tables.family_members(bundle.training_devices)
+  assert list(members) == ["gpu_b1", "gpu_b32", "gpu_b256", "cpu", "phone"]
+  assert members["phone"] == ["pixel2", "samsung_s7"]
+  assert sorted(members["cpu"]) == ["gold_6240", "silver_4114"]
+  assert [len(members[f]) for f in ("gpu_b1", "gpu_b32", "gpu_b256")] == [4, 4, 3]
+  assert tables.device_family("eyeriss") == tables.device_family("fpga") == "other"
+
+
+def test_an_unknown_device_is_of_family_other():
+  assert tables.device_family("jetson_nano") == "other"
+  assert tables.family_members(["my_board", "pixel2", "x"]) == {"phone": ["pixel2"],
+                                                               "other": ["my_board", "x"]}
 
 
 @pytest.mark.parametrize("dataset", searchspace.DATASETS)
@@ -195,7 +214,7 @@ def test_unreadable_and_empty_latency_files(tmp_path):
   with pytest.raises(tables.BenchmarkDataError, match="holds no device"):
     tables.load_latency_file(empty)
   text = _write_npz(tmp_path / "text.npz", pixel3=np.array(["fast"] * N))
-  with pytest.raises(tables.BenchmarkDataError, match="'pixel3'.*not numeric"):
+  with pytest.raises(tables.BenchmarkDataError, match="'pixel3'.*are not numbers"):
     tables.load_latency_file(text)
 
 

@@ -16,6 +16,13 @@ jax.config.update("jax_compilation_cache_dir",
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+  """Each test its own cache folder: the measurement store of a live search goes there,
+  never into the user's, and no test reads back another's probes."""
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def data_dir():
   path = os.environ.get(tables.DATA_DIR_ENV)

@@ -78,17 +78,17 @@ def test_noisy_draws_are_reproducible_and_shared_across_methods():
 
   for name in ("a", "b"):
     protocol.evaluate_cell(name, [recording(name)], bench, "toy", "cifar10", budget, 3, 1,
-                           seed=0, noise=0.1)
+                           seed=0, noise=0.1, isolated=False)
   assert seen["a"] == seen["b"]
   assert seen["a"][0] != seen["a"][1]  # a repeat is a fresh draw
   true = bench.latency("toy")
   np.testing.assert_allclose(np.log(np.array(seen["a"]) / true[[7, 7, 9]]).std() > 0, True)
   first = list(seen["a"])
   protocol.evaluate_cell("a", [recording("a")], bench, "toy", "cifar10", budget, 3, 1, seed=1,
-                         noise=0.1)
+                         noise=0.1, isolated=False)
   assert seen["a"] != first  # another seed, other draws
   protocol.evaluate_cell("a", [recording("a")], bench, "toy", "cifar10", budget, 3, 1, seed=0,
-                         noise=0.0)
+                         noise=0.0, isolated=False)
   np.testing.assert_array_equal(seen["a"], true[[7, 7, 9]])  # sigma 0: the table itself
 
 
@@ -146,8 +146,10 @@ def test_cell_scores_and_episode_seeds():
   # A method's episodes: each its own rng, the same for every method.
   draws = []
   record = lambda task, target, rng: draws.append(rng.integers(1 << 30)) or None
-  protocol.evaluate_cell("x", [record], bench, "toy", "cifar10", budget, 1, 3, seed=0)
-  protocol.evaluate_cell("y", [record], bench, "toy", "cifar10", budget, 1, 3, seed=0)
+  protocol.evaluate_cell("x", [record], bench, "toy", "cifar10", budget, 1, 3, seed=0,
+                         isolated=False)
+  protocol.evaluate_cell("y", [record], bench, "toy", "cifar10", budget, 1, 3, seed=0,
+                         isolated=False)
   assert draws[:3] == draws[3:] and len(set(draws[:3])) == 3
 
 
@@ -157,7 +159,8 @@ def test_seeds_are_averaged_with_their_spread():
   cheap = int(np.argmax(bench.latency("toy") <= 1.5))
   good = _probe([cheap])
   bad = lambda task, target, rng: None
-  row = protocol.evaluate_cell("c", [good, bad], bench, "toy", "cifar10", budget, 1, 2, seed=0)
+  row = protocol.evaluate_cell("c", [good, bad], bench, "toy", "cifar10", budget, 1, 2, seed=0,
+                               isolated=False)
   expected = bench.accuracy("cifar10")[cheap]
   assert row["seeds"] == 2 and row["seed_mean_accuracy"] == [expected, 0.0]
   assert row["mean_accuracy"] == pytest.approx(expected / 2)

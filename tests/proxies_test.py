@@ -166,8 +166,9 @@ def test_parse_archs():
     score_proxies.parse_archs("x")
 
 
-def test_score_archs_resumes_and_bench_loads_the_output(tmp_path):
-  """A partial file with all but two architectures: the rerun scores only those two."""
+def test_score_archs_resumes_and_bench_loads_the_output(tmp_path, capsys):
+  """A partial file with all but two architectures: the rerun scores only those two (its
+  progress lines count 2 architectures a proxy family)."""
   images = np.random.default_rng(2).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
   indices = np.arange(searchspace.NUM_ARCHS)
   output = os.fspath(tmp_path / "proxies.npz")
@@ -176,7 +177,11 @@ def test_score_archs_resumes_and_bench_loads_the_output(tmp_path):
   score_proxies._save(output + ".partial.npz", index=indices, seed=0, num_inits=1,
                       naswot=done, logsynflow=done)
   table = score_proxies.score_archs("cifar10", images, indices, output, num_inits=1,
-                                    batch_size=4, progress=False, net=TINY)
+                                    batch_size=4, progress=True, net=TINY)
+  bars = [line for line in capsys.readouterr().err.splitlines() if "arch" in line]
+  finished = [line for line in bars if "100%" in line]
+  assert finished and all("2/2 " in line for line in finished), bars
+  assert "\r" not in "".join(bars)
   assert not os.path.exists(output + ".partial.npz")
   loaded = tables.load_proxy_file(output)
   assert sorted(loaded) == ["flops", "logsynflow", "naswot", "params", "skip"]

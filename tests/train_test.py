@@ -63,7 +63,7 @@ def test_rerun_resumes_from_the_checkpoint(run, data_dir):
   config.num_updates = 3
   train.train_and_evaluate(config, workdir, data_dir, log=lambda _: None)
   steps = [m["step"] for m in checkpoint.read_metrics(workdir, config.seed)]
-  assert steps == [1, 2, 3]
+  assert steps == [0, 1, 2, 3]  # 0: the untrained controller, written once
 
 
 def test_workdir_deploys_within_k_probes(run, benchmark):

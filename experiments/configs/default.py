@@ -15,6 +15,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.budget_percentiles = (5.0, 60.0)  # budgets drawn as latency percentiles of each device
   config.prior = "mixture"          # synthetic-device prior fitted on the training devices
   config.proxy = aggregate.DEFAULT_PROXY  # accuracy proxy (experiments.proxy_study's pick)
+  # A device family (tables.FAMILIES) whose training devices the prior must not see:
+  # experiments.family_study's way to test on a family the controller never met. "": none.
+  config.held_out_family = ""
   # An episode that ends without a valid answer scores minus this (0: the paper's objective).
   # Chosen on the training devices by lsq's noise rule (BUILD_NOTES, "risk").
   config.invalid_penalty = 2.0

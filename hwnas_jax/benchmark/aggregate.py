@@ -37,11 +37,14 @@ STRUCTURAL_TERMS = ("flops", "params", "live_flops", "live_params")
 FRESH_TERMS = BUNDLE_TERMS + STRUCTURAL_TERMS  # available on a fresh clone with the bundle
 PAPER = "paper"
 ALIASES = {PAPER: "mean:naswot+logsynflow+skip"}
-# The project's default, chosen by experiments/proxy_study.py (run 2026-11-28) under the
-# rule in its docstring, fixed before it ran, on the 13 training devices only: proxy-oracle
-# accuracy 67.83 % over the 117 training cells (paper 65.01), not worse than paper on any
-# family; 67.81 % on the 36 validation cells (paper 66.37). BUILD_NOTES.md has the table.
-DEFAULT_PROXY = "logrank:naswot+logsynflow+skip+flops+live_flops"
+# The project's default, chosen by experiments/proxy_study.py (run 2026-12-07 on the
+# 19-device bundle) under `search.proxy_choice.RULE`, committed before it ran, on the 15
+# training devices only: family-balanced proxy-oracle accuracy 67.69 % over GPUs at batch 1,
+# 32, 256, CPUs and phones (paper 65.30), not worse than paper on any family; 67.78 % on the
+# 36 validation cells, reported only (paper 66.37). BUILD_NOTES.md has the table. Version
+# 0.2.0's default, `logrank:naswot+logsynflow+skip+flops+live_flops`, was chosen before the
+# bundle had phones; on them it scores 63.96 against the pick's 67.84.
+DEFAULT_PROXY = "logrank:naswot+skip+flops+live_flops"
 
 
 def minmax(values: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import zipfile
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -83,6 +84,10 @@ def check_table(name: str, values: np.ndarray, *, positive: bool = False,
                 source: str = "") -> np.ndarray:
   """One value per architecture, finite (NaN, -inf only where allowed), positive if asked."""
   where = f" in {source}" if source else ""
+  kind = getattr(values, "dtype", np.dtype(float)).kind
+  if kind not in "iuf":  # a bool table would read as 1 ms (or accuracy 1) everywhere
+    raise BenchmarkDataError(f"{name!r}{where}: values of type {values.dtype} are not "
+                             "numbers; a table holds integers or floats")
   try:  # a copy: freezing it below must not freeze the caller's array
     values = np.array(values, dtype=np.float64)
   except (TypeError, ValueError) as error:
@@ -104,6 +109,11 @@ def check_table(name: str, values: np.ndarray, *, positive: bool = False,
     if bad.any():
       raise BenchmarkDataError(f"{name!r}{where}: {int(bad.sum())} latencies <= 0, first at "
                                f"index {int(np.argmax(bad))} ({values[np.argmax(bad)]})")
+    fastest = np.nanmin(values) if (~nan).any() else MIN_LATENCY_MS
+    if fastest < MIN_LATENCY_MS:
+      raise BenchmarkDataError(f"{name!r}{where}: the fastest latency is {fastest:.3g} ms, "
+                               f"below {MIN_LATENCY_MS:g} ms (a nanosecond): are these in "
+                               "another unit? A latency table is in milliseconds")
   return frozen(values)
 
 
@@ -120,8 +130,19 @@ def frozen(values: np.ndarray) -> np.ndarray:
   return np.frombuffer(values.tobytes(), values.dtype).reshape(values.shape)
 
 
+def check_npz(path: str | os.PathLike) -> None:
+  """BenchmarkDataError unless `path` is a zip archive, as `np.savez` writes (numpy would
+  try other files as pickles and advise allow_pickle, which is never the fix)."""
+  if not zipfile.is_zipfile(path):
+    with open(path, "rb") as f:
+      head = f.read(4)
+    raise BenchmarkDataError(f"cannot read {os.fspath(path)!r} as .npz: it is not a zip "
+                             f"archive of arrays, as np.savez writes (it starts with {head!r})")
+
+
 def _load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
   path = _require_file(path)
+  check_npz(path)
   try:
     with np.load(path, allow_pickle=False) as data:
       return {key: data[key] for key in data.files}
@@ -143,14 +164,27 @@ def load_test_accuracy(path: str | os.PathLike) -> dict[str, np.ndarray]:
   return {name: check_table(name, values, source=os.fspath(path)) for name, values in tables.items()}
 
 
+MIN_LATENCY_MS = 1e-6
+
+
+def check_varies(tables: Mapping[str, np.ndarray], path) -> dict[str, np.ndarray]:
+  """Proxy tables, each with at least two values: a constant proxy ranks nothing."""
+  for name, values in tables.items():
+    finite = values[np.isfinite(values)]
+    if finite.size and finite.min() == finite.max():
+      raise BenchmarkDataError(f"proxy {name!r} in {os.fspath(path)!r} is {finite[0]:g} for "
+                               "every architecture: a constant proxy ranks nothing")
+  return dict(tables)
+
+
 def load_proxy_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """A proxy `.npz` (the bundle's `proxies_<dataset>.npz` or `score_proxies` output)."""
   tables = _load_npz(path)
   missing = [name for name in PROXY_NAMES if name not in tables]
   if missing:
     raise BenchmarkDataError(f"{path!r} lacks proxies {missing}; it has {sorted(tables)}")
-  return {name: check_table(name, tables[name], source=os.fspath(path))
-          for name in tables if name != "index"}
+  return check_varies({name: check_table(name, tables[name], source=os.fspath(path))
+                       for name in tables if name != "index"}, path)
 
 
 def load_extra_proxies(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -165,8 +199,9 @@ def load_extra_proxies(path: str | os.PathLike) -> dict[str, np.ndarray]:
   if not tables:
     raise BenchmarkDataError(f"{os.fspath(path)!r} holds no proxy besides 'index'")
   # -inf: the proxy's own verdict on a network whose output is always zero (AZ-NAS): worst.
-  return {name: check_table(name, values, allow_minus_inf=True, source=os.fspath(path))
-          for name, values in tables.items()}
+  return check_varies({name: check_table(name, values, allow_minus_inf=True,
+                                         source=os.fspath(path))
+                       for name, values in tables.items()}, path)
 
 
 def merge_proxies(into: Mapping[str, np.ndarray], extra: Mapping[str, np.ndarray],

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import gc
 import os
 import time
 from typing import Any
@@ -25,6 +24,7 @@ import jax
 import numpy as np
 
 from hwnas_jax.benchmark import searchspace
+from hwnas_jax.devices import time_onnx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +58,8 @@ def summarize_times(times_s: np.ndarray) -> dict[str, float]:
 
 def time_calls(fn, args, repeats: int, warmup: int) -> np.ndarray:
   """Seconds per call of `fn(*args)`, each waited for; the garbage collector is paused."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn(*args))
-  times = np.empty(repeats)
-  gc_was_enabled = gc.isenabled()
-  gc.disable()
-  try:
-    for r in range(repeats):
-      start = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      times[r] = time.perf_counter() - start
-  finally:
-    if gc_was_enabled:
-      gc.enable()
-  return times
+  return time_onnx.time_calls_ms(lambda: jax.block_until_ready(fn(*args)), warmup,
+                                 repeats) / 1e3
 
 
 class HostDevice:
@@ -96,6 +84,7 @@ class HostDevice:
     self.seed = seed
     self.keep_compiled = keep_compiled
     self.records: list[Measurement] = []
+    self.timings: list[list[float]] = []  # every timing (ms) of each record, for the store
     self._executables: collections.OrderedDict[int, tuple] = collections.OrderedDict()
     # Random inputs: latency does not depend on pixel values, only on shapes.
     images = np.random.default_rng(seed).standard_normal(
@@ -120,6 +109,7 @@ class HostDevice:
     forward, variables, build_s, compile_s, reused = self._executable(index)
     times = time_calls(forward, (variables, self._images), self.repeats, self.warmup)
     stats = summarize_times(times)
+    self.timings.append([float(t) * 1e3 for t in times])
     self.records.append(Measurement(
         index=index, arch=searchspace.index_to_string(index), repeats=self.repeats,
         build_s=build_s, compile_s=compile_s, wall_s=time.perf_counter() - start,

@@ -2,12 +2,13 @@
 
 A `SyntheticDevice` is a pytree of small arrays; `latency_table` and `measure` are pure
 jitted functions of it, so `jax.vmap` runs thousands of devices at once. The family,
-chosen from the residuals of additive fits on the 13 training devices:
+chosen from the residuals of additive fits on the training devices:
 
   cell(a)    = sum_e edge_cost[e, op_e(a)] * (1 - dead_discount * dead_e(a))
   latency(a) = (overhead + cell(a) * (1 + curvature * cell(a) / cell_ref))
                * exp(arch_jitter * z_seed(a))
-  probe(a)   = latency(a) * exp(noise * eps),   eps ~ N(0, 1) afresh at every probe.
+  probe(a)   = latency(a) * exp(noise * eps),   eps ~ N(0, 1) afresh at every probe,
+and both rounded to the device's timer `resolution` when it has one.
 
 * `overhead`: everything outside the cells (stem, reductions, head, launch); about 30-40 %
   of the mean latency on every bundle device, the whole latency of the cheapest cells on
@@ -25,7 +26,7 @@ chosen from the residuals of additive fits on the 13 training devices:
   positive for curvature > -1 and increases with the cell's work for curvature >= -0.5.
 * `dead_discount`: the share of an edge's cost saved when it cannot affect the output
   (`none`, or not on an input-to-output path of non-`none` edges), as a graph compiler
-  that prunes dead code would. 0 on all 17 bundle devices; kept so priors can cover one.
+  that prunes dead code would. 0 on every bundle device; kept so priors can cover one.
 * `arch_jitter`, `seed`: a persistent per-architecture log-normal deviation, the same at
   every probe (what a latency table records beyond any smooth model: on the bundle GPUs and
   CPUs mostly measurement drift along the index order, 30-80 % of the additive residual).
@@ -33,6 +34,9 @@ chosen from the residuals of additive fits on the 13 training devices:
   without the table.
 * `noise`: the per-probe multiplicative noise (a table repeats itself, so `fit_device`
   sets it to 0; priors draw it).
+* `resolution`: the step of the device's timer in ms (0: continuous). HELP's phones report
+  whole milliseconds, 6-11 % of their budgets: near the budget, a probe then says "at most
+  the budget" for a band of latencies, and the additive fit sees steps.
 """
 
 from __future__ import annotations
@@ -68,10 +72,11 @@ class SyntheticDevice:
   arch_jitter: jax.Array    # [] sd of the persistent per-architecture log-deviation
   seed: jax.Array           # [] uint32, which per-architecture deviations
   noise: jax.Array          # [] sd of the per-probe multiplicative log-normal noise
+  resolution: jax.Array     # [] ms, the timer's step (0: continuous)
 
 
 def make_device(overhead, edge_cost, curvature=0.0, dead_discount=0.0, arch_jitter=0.0,
-                seed=0, noise=0.0) -> SyntheticDevice:
+                seed=0, noise=0.0, resolution=0.0) -> SyntheticDevice:
   """A device from plain numbers, with the dtypes the jitted functions expect."""
   return SyntheticDevice(
       overhead=jnp.asarray(overhead, jnp.float32),
@@ -80,7 +85,8 @@ def make_device(overhead, edge_cost, curvature=0.0, dead_discount=0.0, arch_jitt
       dead_discount=jnp.asarray(dead_discount, jnp.float32),
       arch_jitter=jnp.asarray(arch_jitter, jnp.float32),
       seed=jnp.asarray(seed, jnp.uint32),
-      noise=jnp.asarray(noise, jnp.float32))
+      noise=jnp.asarray(noise, jnp.float32),
+      resolution=jnp.asarray(resolution, jnp.float32))
 
 
 # --- per-architecture features (constants, computed once) ------------------------------
@@ -130,6 +136,13 @@ def arch_normal(seed: jax.Array, index: jax.Array) -> jax.Array:
   return jax.scipy.special.ndtri(uniform)
 
 
+def quantize(device: SyntheticDevice, latency_ms: jax.Array) -> jax.Array:
+  """Latencies as the device's timer reports them: the nearest step, at least one step."""
+  step = device.resolution
+  steps = jnp.maximum(jnp.round(latency_ms / jnp.where(step > 0, step, 1.0)), 1.0)
+  return jnp.where(step > 0, steps * step, latency_ms)
+
+
 def _latency_from_features(device: SyntheticDevice, onehot, dead_onehot, z) -> jax.Array:
   cost = device.edge_cost.reshape(-1)
   cell = onehot @ cost - device.dead_discount * (dead_onehot @ cost)
@@ -143,12 +156,11 @@ def latency_table(device: SyntheticDevice) -> jax.Array:
   """(15625,) latencies in ms without probe noise, NATS-Bench order."""
   onehot, dead_onehot = arch_features()
   z = arch_normal(device.seed, jnp.arange(NUM_ARCHS))
-  return _latency_from_features(device, jnp.asarray(onehot), jnp.asarray(dead_onehot), z)
+  return quantize(device, _latency_from_features(device, jnp.asarray(onehot),
+                                                 jnp.asarray(dead_onehot), z))
 
 
-@jax.jit
-def latency(device: SyntheticDevice, index: jax.Array) -> jax.Array:
-  """Latency in ms of one architecture without probe noise (no table is built)."""
+def _unrounded_latency(device: SyntheticDevice, index: jax.Array) -> jax.Array:
   onehot, dead_onehot = arch_features()
   index = jnp.asarray(index)
   return _latency_from_features(device, jnp.asarray(onehot)[index],
@@ -156,10 +168,17 @@ def latency(device: SyntheticDevice, index: jax.Array) -> jax.Array:
 
 
 @jax.jit
+def latency(device: SyntheticDevice, index: jax.Array) -> jax.Array:
+  """Latency in ms of one architecture without probe noise (no table is built)."""
+  return quantize(device, _unrounded_latency(device, index))
+
+
+@jax.jit
 def measure(device: SyntheticDevice, index: jax.Array, key: jax.Array) -> jax.Array:
-  """One probe in ms: the latency times log-normal noise (median-preserving), fresh per key."""
+  """One probe in ms: the latency times log-normal noise (median-preserving), fresh per key,
+  as the device's timer reports it."""
   eps = jax.random.normal(key, jnp.shape(index))
-  return latency(device, index) * jnp.exp(device.noise * eps)
+  return quantize(device, _unrounded_latency(device, index) * jnp.exp(device.noise * eps))
 
 
 def mean_latency(device: SyntheticDevice) -> jax.Array:
@@ -323,7 +342,22 @@ def _fit_device_uncached(y: np.ndarray) -> SyntheticDevice:
   pred, _ = _structural_np(p)
   jitter = float(np.std(np.log(target / np.maximum(pred, 1e-9))))
   return make_device(overhead=p[0] * scale, edge_cost=(p[1:31] * scale).reshape(NUM_EDGES, NUM_OPS),
-                     curvature=p[31], dead_discount=p[32], arch_jitter=jitter, seed=0, noise=0.0)
+                     curvature=p[31], dead_discount=p[32], arch_jitter=jitter, seed=0, noise=0.0,
+                     resolution=timer_resolution(y))
+
+
+def timer_resolution(latency_ms: np.ndarray) -> float:
+  """The step of a latency table's timer in ms, 0 for a continuous one.
+
+  A table is stepped when its values take few distinct levels (fewer than one in 50
+  architectures) that all lie on the grid of the smallest gap between them.
+  """
+  levels = np.unique(np.asarray(latency_ms, np.float64))
+  if len(levels) < 2 or len(levels) * 50 > len(latency_ms):
+    return 0.0
+  step = float(np.min(np.diff(levels)))
+  on_grid = np.abs(levels / step - np.round(levels / step)) < 1e-3
+  return step if on_grid.all() else 0.0
 
 
 def stack_devices(devices) -> SyntheticDevice:
@@ -350,7 +384,8 @@ SHARE_FLOOR = 1e-3
 _FRACTION_EPS = 1e-3
 _JITTER_FLOOR = 1e-4
 MAX_EDGE_JITTER = 0.5   # decoded jitters are capped: a wide Gaussian in log space has
-MAX_ARCH_JITTER = 0.12  # tails no device shows (bundle: arch_jitter <= 0.093, edge <= 0.07)
+MAX_ARCH_JITTER = 0.25  # tails no device shows (training devices: arch_jitter <= 0.093 on GPUs
+                        # and CPUs, 0.13-0.14 on the phones; edge <= 0.07)
 
 
 def device_shape(device: SyntheticDevice) -> np.ndarray:
@@ -369,9 +404,10 @@ def device_shape(device: SyntheticDevice) -> np.ndarray:
 
 
 def decode_shape(shape: jax.Array, edge_eps: jax.Array, seed: jax.Array,
-                 noise: jax.Array) -> SyntheticDevice:
-  """A device from shape coordinates, (6, 5) standard normals for the per-edge jitter, a seed
-  and a noise sd. Costs are scaled so that the mean latency over the space is exp(shape[0])."""
+                 noise: jax.Array, resolution_rel: jax.Array = 0.0) -> SyntheticDevice:
+  """A device from shape coordinates, (6, 5) standard normals for the per-edge jitter, a seed,
+  a noise sd and a timer step relative to the mean latency (0: continuous). Costs are scaled
+  so that the mean latency over the space is exp(shape[0])."""
   mean = jnp.exp(shape[0])
   frac = jax.nn.sigmoid(shape[1])
   share = jnp.maximum(jnp.exp(shape[2:7]) - SHARE_FLOOR, 0.0)
@@ -390,7 +426,8 @@ def decode_shape(shape: jax.Array, edge_eps: jax.Array, seed: jax.Array,
       dead_discount=discount.astype(jnp.float32),
       arch_jitter=jnp.minimum(jnp.exp(shape[10]), MAX_ARCH_JITTER).astype(jnp.float32),
       seed=jnp.asarray(seed, jnp.uint32),
-      noise=jnp.asarray(noise, jnp.float32))
+      noise=jnp.asarray(noise, jnp.float32),
+      resolution=(jnp.asarray(resolution_rel, jnp.float32) * mean).astype(jnp.float32))
 
 
 # --- the prior -----------------------------------------------------------------------------
@@ -407,6 +444,8 @@ class Prior:
                           nor_conv_3x3's, uniform in these ranges (OPS order).
   broad_tie_none_skip: [] probability that `none` costs exactly what `skip_connect` costs.
   log_noise_range: [2]    per-probe noise sd is log-uniform in this range (both components).
+  stepped_share: []       probability that a device's timer is stepped (both components).
+  log_step_range: [2]     a stepped timer's step relative to the mean latency, log-uniform.
   """
   fitted_weight: jax.Array
   fitted_mean: jax.Array
@@ -417,33 +456,43 @@ class Prior:
   broad_ratio_high: jax.Array
   broad_tie_none_skip: jax.Array
   log_noise_range: jax.Array
+  stepped_share: jax.Array
+  log_step_range: jax.Array
 
 
 # Hyperparameters, fixed a priori and checked only on the training devices (leave one
 # device family out; see experiments/device_coverage.py). Never tuned on validation devices.
 FITTED_WEIGHT = 0.5
 COV_SHRINK = 0.5      # covariance = (1 - s) * sample + s * diag(sample)
-COV_INFLATE = 1.5     # sd multiplier: 13 devices from 4 families underestimate the spread
+COV_INFLATE = 1.5     # sd multiplier: 15 devices from 5 families underestimate the spread
 SHAPE_SD_FLOOR = np.array([0.3, 0.3] + [0.3] * 5 + [0.05, 0.05, 0.3, 0.3])
-# Broad component: mean latency 0.1 ms .. 1 s, overhead 8 % .. 88 % of it, curvature +-0.4,
-# dead-code pruning on a quarter of the devices (U(-3, 1) clipped at 0; no bundle device
+# Broad component: mean latency 0.1 ms .. 1 s, overhead 8 % .. 88 % of it, curvature -0.5 ..
+# 1 (super-additive up to doubling the cost of the largest cell: caches that overflow, a
+# scheduler that serialises; the training devices are all sub-additive), dead-code pruning on a quarter of the devices (U(-3, 1) clipped at 0; no bundle device
 # prunes), jitters up to the caps.
-BROAD_LOW = np.array([np.log(0.1), -2.5] + [0.0] * 5 + [-0.4, -3.0, np.log(1e-3), np.log(1e-3)])
-BROAD_HIGH = np.array([np.log(1000.0), 2.0] + [0.0] * 5 + [0.4, 1.0, np.log(0.3),
+BROAD_LOW = np.array([np.log(0.1), -2.5] + [0.0] * 5 + [-0.5, -3.0, np.log(1e-3), np.log(1e-3)])
+BROAD_HIGH = np.array([np.log(1000.0), 2.0] + [0.0] * 5 + [1.0, 1.0, np.log(0.3),
                                                           np.log(MAX_ARCH_JITTER)])
 # Per-op cost relative to the 3x3 convolution (the op with the most work), from what the ops
 # do rather than from any device: `none` (x * 0) and `skip_connect` (identity) move data at
-# most; a 1x1 conv has 1/9 of the MACs but the same memory traffic (so 0.05 .. 1.1); a 3x3
-# average pool is nearly free when compute-bound and as costly as the conv when bound by
-# memory or unsupported by the datapath (0 .. 1.2). Training devices: none 0.04-0.23,
-# skip 0, conv1x1 0.27-1.0, pool 0.16-0.8 of the conv3x3's cost.
-BROAD_RATIO_LOW = np.array([0.0, 0.0, 0.05, 1.0, 0.0])
-BROAD_RATIO_HIGH = np.array([0.3, 0.3, 1.1, 1.0, 1.2])
+# most, up to half a convolution where memory traffic is everything; a 1x1 conv has 1/9 of
+# the MACs but the same memory traffic, and a runtime with a tuned 3x3 kernel (Winograd) and
+# a generic 1x1 path can make it the slower (so 0.02 .. 1.5); a 3x3 average pool is nearly
+# free when compute-bound and costlier than the conv when the datapath lacks it and it falls
+# back to a slow path (0 .. 2). Training devices: none 0.04-0.23, skip 0, conv1x1 0.27-1.0,
+# pool 0.16-0.8 of the conv3x3's cost: the broad ranges reach well beyond them on purpose.
+BROAD_RATIO_LOW = np.array([0.0, 0.0, 0.02, 1.0, 0.0])
+BROAD_RATIO_HIGH = np.array([0.5, 0.5, 1.5, 1.0, 2.0])
 BROAD_TIE_NONE_SKIP = 0.5  # compilers often treat both as a copy, or both as nothing
 # Probe noise from a dedicated device timed with care (0.1 %) to a loaded shared machine
 # (30 %: the host study's inter-quartile range under load); the same range as the noise
 # posterior of `noise.SIGMA_GRID`, so controllers meet in training what they may meet.
 LOG_NOISE_RANGE = np.log([noise.SIGMA_GRID[0], noise.SIGMA_GRID[-1]])
+# Stepped timers: at least a quarter of the devices (more if more of the fitted ones are),
+# with a step of 1 % to 15 % of the mean latency (whole milliseconds on networks of 7 to
+# 100 ms; the training phones' steps are 4-6 % of their means).
+MIN_STEPPED_SHARE = 0.25
+LOG_STEP_RANGE = np.log([0.01, 0.15])
 
 
 def _refuse_validation(names) -> None:
@@ -453,14 +502,22 @@ def _refuse_validation(names) -> None:
                      f"pass only training devices, e.g. synthetic.training_tables(benchmark)")
 
 
-def training_tables(benchmark: tables.Benchmark) -> dict[str, np.ndarray]:
-  """The latency tables a prior may be fitted on: the benchmark's training devices only."""
-  return {name: benchmark.latency(name) for name in benchmark.training_devices}
+def training_tables(benchmark: tables.Benchmark,
+                    held_out_family: str = "") -> dict[str, np.ndarray]:
+  """The latency tables a prior may be fitted on: the benchmark's training devices only,
+  less those of `held_out_family` (a family the fit must not see)."""
+  names = [n for n in benchmark.training_devices
+           if not held_out_family or tables.device_family(n) != held_out_family]
+  if not names:
+    raise ValueError(f"no training device is left once family {held_out_family!r} is held out")
+  return {name: benchmark.latency(name) for name in names}
 
 
-def prior_from_shapes(shapes: np.ndarray) -> Prior:
-  """The mixture prior whose fitted component is built on these (n, 11) shapes."""
+def prior_from_shapes(shapes: np.ndarray, stepped=()) -> Prior:
+  """The mixture prior whose fitted component is built on these (n, 11) shapes; `stepped`
+  says which of those devices have a stepped timer (raises the stepped share above its floor)."""
   shapes = np.asarray(shapes, np.float64).reshape(-1, SHAPE_DIM)
+  stepped_share = max(MIN_STEPPED_SHARE, float(np.mean(stepped)) if len(stepped) else 0.0)
   mean = shapes.mean(0)
   if len(shapes) > 1:
     cov = np.cov(shapes, rowvar=False)
@@ -476,7 +533,9 @@ def prior_from_shapes(shapes: np.ndarray) -> Prior:
                broad_ratio_low=jnp.asarray(BROAD_RATIO_LOW, jnp.float32),
                broad_ratio_high=jnp.asarray(BROAD_RATIO_HIGH, jnp.float32),
                broad_tie_none_skip=jnp.asarray(BROAD_TIE_NONE_SKIP, jnp.float32),
-               log_noise_range=jnp.asarray(LOG_NOISE_RANGE, jnp.float32))
+               log_noise_range=jnp.asarray(LOG_NOISE_RANGE, jnp.float32),
+               stepped_share=jnp.asarray(stepped_share, jnp.float32),
+               log_step_range=jnp.asarray(LOG_STEP_RANGE, jnp.float32))
 
 
 def fit_prior(latency_tables: Mapping[str, np.ndarray]) -> Prior:
@@ -484,11 +543,12 @@ def fit_prior(latency_tables: Mapping[str, np.ndarray]) -> Prior:
   _refuse_validation(latency_tables)
   if not latency_tables:
     raise ValueError("fit_prior needs at least one latency table")
-  shapes = [device_shape(fit_device(latency_tables[name])) for name in sorted(latency_tables)]
-  return prior_from_shapes(np.stack(shapes))
+  fits = [fit_device(latency_tables[name]) for name in sorted(latency_tables)]
+  return prior_from_shapes(np.stack([device_shape(f) for f in fits]),
+                           stepped=[float(f.resolution) > 0 for f in fits])
 
 
-_NUM_UNIFORMS = SHAPE_DIM + NUM_OPS + 3  # shape, cost ratios, tie, component, noise
+_NUM_UNIFORMS = SHAPE_DIM + NUM_OPS + 5  # shape, cost ratios, tie, component, noise, step (2)
 
 
 def _sample_shape(normals: jax.Array, uniforms: jax.Array, prior: Prior,
@@ -519,7 +579,10 @@ def sample_devices(key: jax.Array, prior: Prior, num: int, component: str = "mix
     low, high = prior.log_noise_range[0], prior.log_noise_range[1]
     noise = jnp.exp(low + (high - low) * uniform[SHAPE_DIM + NUM_OPS + 2])
     edge_eps = normal[SHAPE_DIM:].reshape(NUM_EDGES, NUM_OPS)
-    return decode_shape(shape, edge_eps, seed, noise)
+    step_low, step_high = prior.log_step_range[0], prior.log_step_range[1]
+    step = jnp.exp(step_low + (step_high - step_low) * uniform[SHAPE_DIM + NUM_OPS + 4])
+    step_rel = jnp.where(uniform[SHAPE_DIM + NUM_OPS + 3] < prior.stepped_share, step, 0.0)
+    return decode_shape(shape, edge_eps, seed, noise, step_rel)
 
   return jax.vmap(one)(normals, uniforms, seeds)
 
@@ -579,4 +642,4 @@ def sample_paper_devices(key: jax.Array, paper_prior: PaperPrior, num: int) -> S
   zeros = jnp.zeros((num,), jnp.float32)
   return SyntheticDevice(overhead=zeros, edge_cost=jnp.repeat(per_op[:, None, :], NUM_EDGES, axis=1),
                          curvature=zeros, dead_discount=zeros, arch_jitter=zeros,
-                         seed=jnp.zeros((num,), jnp.uint32), noise=zeros)
+                         seed=jnp.zeros((num,), jnp.uint32), noise=zeros, resolution=zeros)

@@ -11,6 +11,8 @@ updates since the last checkpoint, and a resumed run rewrites exactly those.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -19,6 +21,7 @@ from typing import Any
 import flax.serialization
 import jax
 import ml_collections
+import numpy as np
 
 from hwnas_jax.metatrain import config as config_lib
 
@@ -88,6 +91,34 @@ def check_run(workdir: str, config, fresh: bool = False) -> bool:
   return True
 
 
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def locked(workdir: str):
+  """Hold `workdir` for one run: a second run into it (which would interleave its metrics
+  and checkpoints) is refused while the first holds the lock; the lock ends with the
+  process, even a killed one (fcntl)."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK)
+  with open(path, "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      raise ValueError(f"{workdir!r} is in use by another run ({holder}, lock {path}); wait "
+                       "for it to end, or give another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
   """Prepare `workdir` for `config` (`check_run` first); True if it holds a run to resume.
 
@@ -110,7 +141,7 @@ def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
 
 # Config keys added after runs were saved, with the value those runs trained under: the
 # paper's proxy and no penalty for an episode without a valid answer.
-KEYS_ADDED_LATER = {"proxy": "paper", "invalid_penalty": 0.0}
+KEYS_ADDED_LATER = {"proxy": "paper", "invalid_penalty": 0.0, "held_out_family": ""}
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -156,6 +187,11 @@ def restore(workdir: str, seed: int, template):
   except Exception as error:  # msgpack and shape errors alike: say which file
     raise ValueError(f"cannot read the checkpoint {path!r} ({error}); remove it, or start "
                      "afresh with --fresh") from error
+  shapes = lambda tree: [np.shape(x) for x in jax.tree.leaves(tree)]
+  if shapes(restored) != shapes(_serializable(template)):  # flax does not compare them
+    raise ValueError(f"the checkpoint {path!r} holds arrays of other shapes than "
+                     f"{os.path.join(workdir, CONFIG)} describes (was it edited?); restore the "
+                     "config it was trained with, or start afresh with --fresh")
   restored["key"] = jax.random.wrap_key_data(restored["key"])
   return type(template)(**restored)
 
@@ -169,8 +205,18 @@ def read_metrics(workdir: str, seed: int) -> list[dict[str, Any]]:
   path = os.path.join(seed_dir(workdir, seed), METRICS)
   if not os.path.isfile(path):
     return []
+  rows = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+          if not line.endswith("\n"):  # the last line, cut by an interruption: resume drops it
+            break
+          raise ValueError(f"{path}: line {number} is not JSON ({error}); the file was "
+                           "edited or damaged: remove that line, or rerun with --fresh") from None
+  return rows
 
 
 def truncate_metrics(workdir: str, seed: int, step: int) -> None:

@@ -12,6 +12,7 @@ import math
 import numbers
 
 from hwnas_jax.benchmark import aggregate
+from hwnas_jax.benchmark import tables
 
 NAMES = ("controller", "paper_controller")
 PRIORS = ("mixture", "paper")
@@ -77,6 +78,8 @@ def validate(config) -> None:
   """ValueError, with the key and the allowed values, for anything a run cannot use."""
   _choice(config, "name", NAMES)
   _choice(config, "prior", PRIORS)
+  if config.held_out_family:
+    _choice(config, "held_out_family", tables.FAMILIES)
   try:
     aggregate.parse(config.proxy, terms=None)  # its terms are checked against the data
   except ValueError as error:
@@ -86,6 +89,8 @@ def validate(config) -> None:
               "num_shards", "num_seeds"):
     _whole(config, key)
   _whole(config, "seed", minimum=0)
+  if config.seed + config.num_seeds > 2**31:  # seeds become int32/int64 keys
+    raise ValueError(f"config.seed must be below 2**31 - config.num_seeds, got {config.seed!r}")
   if config.name == "paper_controller" and config.num_probes < 2:
     raise ValueError("the paper controller edits its first probe: config.num_probes >= 2")
   for key in ("learning_rate", "clip_eps", "max_grad_norm"):

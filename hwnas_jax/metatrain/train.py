@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.stats
-from tqdm import tqdm
 
 from hwnas_jax.benchmark import aggregate
+from hwnas_jax.benchmark import progress as progress_lines
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
 from hwnas_jax.devices import synthetic
@@ -97,7 +97,8 @@ def training_data(config, data_dir: str | None = None,
   """(`TrainData`, what it was made from).
 
   With the bundle: the proxy `config.proxy` (extra proxy tables from `proxy_files` or
-  `proxy_dirs`) and a prior fitted on the 13 training devices. Without it (no --data_dir,
+  `proxy_dirs`) and a prior fitted on the training devices (those of
+  `config.held_out_family` left out). Without it (no --data_dir,
   no $HWNAS_DATA_DIR): the parameter count as the proxy and the prior embedded in the
   package (fitted on the same training devices).
   """
@@ -109,28 +110,34 @@ def training_data(config, data_dir: str | None = None,
                         for d in searchspace.DATASETS])
     raw = importlib.resources.files("hwnas_jax").joinpath(EMBEDDED_PRIOR).read_text()
     embedded = json.loads(raw)
-    prior = synthetic.prior_from_shapes(np.asarray(embedded["shapes"]))
+    prior = synthetic.prior_from_shapes(np.asarray(embedded["shapes"]),
+                                        stepped=embedded.get("stepped", ()))
     return make_data(config, proxies, prior), (
         f"NO BENCHMARK BUNDLE (set ${tables.DATA_DIR_ENV}): embedded defaults, the parameter "
         f"count as accuracy proxy (not config.proxy={config.proxy!r}, which needs the bundle) "
         f"and the prior of hwnas_jax/{EMBEDDED_PRIOR} (fitted on "
         f"{', '.join(embedded['devices'])})")
   benchmark = tables.load_benchmark(data_dir, proxy_files=proxy_files, proxy_dirs=proxy_dirs)
-  training = synthetic.training_tables(benchmark)
+  training = synthetic.training_tables(benchmark, held_out_family=config.held_out_family)
   proxies = np.stack([benchmark.proxy(d, config.proxy) for d in searchspace.DATASETS])
   prior = (synthetic.fit_paper_prior(training) if config.prior == "paper"
            else synthetic.fit_prior(training))
+  held_out = (f", family {config.held_out_family!r} held out" if config.held_out_family
+              else "")
   return make_data(config, proxies, prior), (
       f"bundle {benchmark.source}: proxy {config.proxy!r} of {', '.join(searchspace.DATASETS)}; "
-      f"{config.prior} prior fitted on {len(training)} training devices ({', '.join(training)})")
+      f"{config.prior} prior fitted on {len(training)} training devices ({', '.join(training)})"
+      f"{held_out}")
 
 
 def embedded_prior_json(data_dir: str | None = None) -> str:
-  """The file behind EMBEDDED_PRIOR: each training device's fitted shape (no table)."""
+  """The file behind EMBEDDED_PRIOR: each training device's fitted shape and whether its
+  timer is stepped (no table)."""
   training = synthetic.training_tables(tables.load_benchmark(data_dir))
-  shapes = [synthetic.device_shape(synthetic.fit_device(training[name])).tolist()
-            for name in sorted(training)]
-  return json.dumps({"devices": sorted(training), "shapes": shapes}, indent=1)
+  fits = [synthetic.fit_device(training[name]) for name in sorted(training)]
+  return json.dumps({"devices": sorted(training),
+                     "shapes": [synthetic.device_shape(f).tolist() for f in fits],
+                     "stepped": [bool(float(f.resolution) > 0) for f in fits]}, indent=1)
 
 
 # --- agents: the two controllers behind one interface -----------------------------------
@@ -277,15 +284,37 @@ def _seed_states(config, trainer: Trainer, workdir: str, resuming: bool):
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *restored), steps.pop()
 
 
-def train_and_evaluate(config, workdir: str, data_dir: str | None = None,
-                       log: Callable[[str], None] = print,
-                       proxy_files: dict[str, str] | None = None,
-                       fresh: bool = False, proxy_dirs=()) -> dict[str, Any]:
+class NonFiniteError(ValueError):
+  """An update made the loss or the parameters NaN or infinite: the run stops there."""
+
+
+def train_and_evaluate(config, workdir: str, *args, **kwargs) -> dict[str, Any]:
   """Meta-train `config.num_seeds` controllers into `workdir`, resuming from its checkpoints.
 
   Returns the last update's metrics averaged over seeds, with each seed's under "seeds".
   `proxy_files` maps a dataset to a proxy table (e.g. from experiments.score_proxies).
+  The workdir is locked while the run writes to it (`checkpoint.locked`).
   """
+  with checkpoint.locked(workdir):
+    return _train_and_evaluate(config, workdir, *args, **kwargs)
+
+
+def check_finite(step: int, seeds, loss: np.ndarray, params_finite: np.ndarray) -> None:
+  """`NonFiniteError` naming the update and seeds whose loss or parameters are not finite
+  (before they are saved: the last checkpoint stays the last finite one)."""
+  bad = [seed for i, seed in enumerate(seeds)
+         if not (np.isfinite(loss[i]) and params_finite[i])]
+  if bad:
+    raise NonFiniteError(
+        f"update {step}: the loss or the parameters of seed(s) {bad} are not finite (NaN or "
+        "inf); the run stops, its last checkpoint is the last finite one. Lower "
+        "config.learning_rate or check the proxies (a constant proxy has no ranking)")
+
+
+def _train_and_evaluate(config, workdir: str, data_dir: str | None = None,
+                        log: Callable[[str], None] = print,
+                        proxy_files: dict[str, str] | None = None,
+                        fresh: bool = False, proxy_dirs=()) -> dict[str, Any]:
   config_lib.validate(config)
   data, source = training_data(config, data_dir, proxy_files, proxy_dirs)
   log(f"meta-training data: {source}")
@@ -295,24 +324,34 @@ def train_and_evaluate(config, workdir: str, data_dir: str | None = None,
     sharding.check_num_shards(config)
   trainer = make_train(config, sharding.AXIS if int(config.num_shards) > 1 else None)
   states, start = _seed_states(config, trainer, workdir, resuming)
-  for seed in seeds:
-    checkpoint.truncate_metrics(workdir, seed, start)
+  for seed in seeds:  # from 0, the untrained row (step 0) is written again below
+    checkpoint.truncate_metrics(workdir, seed, start if start else -1)
   if start:
     log(f"resuming from update {start} in {workdir}")
   update = make_update_fn(config, trainer)
   evaluate = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None)))
+  params_finite = jax.jit(jax.vmap(lambda params: jnp.all(jnp.stack(
+      [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))))
   reference_score, reference_valid = jax.jit(random_score, static_argnums=2)(
       data, jax.random.key(EVAL_SEED), int(config.num_probes))
   reference = {"random_score": float(reference_score.mean()),
                "random_feasible_rate": float(reference_valid.mean())}
 
   per_seed: list[dict[str, Any]] = [{} for _ in seeds]
-  progress = tqdm(range(start, int(config.num_updates)), desc="meta-train", unit="update",
-                  initial=start, total=int(config.num_updates))
+  if start == 0:  # the untrained controller: step 0 of training_curve.png
+    score, valid = jax.device_get(evaluate(states.params, data))
+    for i, seed in enumerate(seeds):
+      checkpoint.append_metrics(workdir, seed, {
+          "step": 0, "eval_score": float(score[i].mean()),
+          "eval_feasible_rate": float(valid[i].mean()), **reference})
+  progress = progress_lines.bar(range(start, int(config.num_updates)), desc="meta-train",
+                                unit="update", initial=start, total=int(config.num_updates))
   for step in progress:
     begin = time.perf_counter()
     states, metrics = update(states, data)
     metrics = jax.device_get(metrics)
+    check_finite(step + 1, seeds, np.reshape(metrics["loss"], (len(seeds), -1)).sum(axis=1),
+                 jax.device_get(params_finite(states.params)))
     seconds = time.perf_counter() - begin
     done = step + 1
     evaluated = done % config.eval_every == 0 or done == config.num_updates
@@ -354,8 +393,8 @@ def plot_training_curve(workdir: str, seed: int) -> str | None:
   steps = [m["step"] for m in rows]
   ax.plot(steps, [m["eval_score"] for m in rows], marker="o", ms=3, label="controller (greedy)")
   ax.plot(steps, [m["random_score"] for m in rows], ls="--", c="0.4", label="random search")
-  ax.set_xlabel("update")
-  ax.set_ylabel("answer proxy / best proxy within budget")
+  ax.set_xlabel("update (0: untrained)")
+  ax.set_ylabel("answer's score (1 = best within budget)")
   ax.set_title(f"held-out synthetic devices, seed {seed}")
   ax.set_ylim(0, 1.02)
   ax.grid(alpha=0.3)

@@ -78,6 +78,11 @@ def _uniform_cells(op_names: Sequence[str]) -> list[int]:
           for name in op_names]
 
 
+# Predicted latencies are floored at this share of the budget (a fraction of a millisecond on
+# any device): a floor in ms would be a unit, and latencies may come in any unit.
+_MIN_PREDICTED = 1e-6
+
+
 def _fit_latency(features: np.ndarray, probed: np.ndarray, log_ms: np.ndarray,
                  misfit_floor: float, misfit_prior: float):
   """Least squares of latency (ms) on op counts over the probed architectures' geometric-mean
@@ -88,21 +93,59 @@ def _fit_latency(features: np.ndarray, probed: np.ndarray, log_ms: np.ndarray,
   dof = len(y) - np.linalg.matrix_rank(x)
   if dof <= 0:
     return weights, misfit_prior
-  residual = np.log(np.maximum(x @ weights, 1e-9) / y)
+  residual = np.log(np.maximum(x @ weights, _MIN_PREDICTED * y.min()) / y)
   return weights, max(float(np.sqrt(np.sum(residual**2) / dof)), misfit_floor)
 
 
+LSQ_FIRST_PROBES = ("nor_conv_3x3", "nor_conv_1x1", "skip_connect")
+
+
+def least_squares_step(task: interface.Task, indices: Sequence[int], latencies: Sequence[float],
+                       max_probes_per_arch: int = noise.MAX_PROBES_PER_ARCH,
+                       min_confidence: float = noise.MIN_CONFIDENCE,
+                       misfit_floor: float = 0.03, misfit_prior: float = 0.1,
+                       first_probes: Sequence[str] = LSQ_FIRST_PROBES) -> int:
+  """`least_squares`'s next probe after the probes so far (indices and latencies in ms).
+
+  A pure function of the record, so a caller can drive lsq step by step or hand it the
+  probes another method has left.
+  """
+  uniform = [i for i in _uniform_cells(first_probes) if i not in indices]
+  if uniform and len(indices) < len(first_probes):
+    return uniform[0]
+  best, stats = noise.answer(list(indices), list(latencies), task.budget_ms, task.proxy,
+                             min_confidence)
+  unconfirmed = [
+      indices[k] for k in range(len(indices))
+      if stats.first[k] and stats.any_within[k] and stats.confidence[k] < min_confidence
+      and stats.count[k] < max_probes_per_arch
+      and (best is None or task.proxy[indices[k]] > task.proxy[best])]
+  if unconfirmed:
+    return max(unconfirmed, key=lambda i: task.proxy[i])
+  features = searchspace.op_counts().astype(np.float64)
+  probed = np.unique(np.array(indices, np.int64))
+  log_ms = np.array([np.mean(np.log(np.minimum(
+      [v for i, v in zip(indices, latencies) if i == j], 1e30))) for j in probed])
+  weights, misfit = _fit_latency(features, probed, log_ms, misfit_floor, misfit_prior)
+  predicted_ms = np.maximum(features @ weights, _MIN_PREDICTED * task.budget_ms)
+  sigma = float(stats.sigma_upper)
+  z_confirm = float(scipy.stats.norm.ppf(min_confidence))
+  limit = np.log(task.budget_ms) - z_confirm * sigma / np.sqrt(2.0)
+  p_confirm = scipy.stats.norm.cdf((limit - np.log(predicted_ms))
+                                   / np.sqrt(misfit**2 + sigma**2 / 2.0))
+  floor = task.proxy.min() if best is None else task.proxy[best]
+  value = np.maximum(task.proxy - floor, 1e-9 * (1 + task.proxy - task.proxy.min())) * p_confirm
+  value[probed] = -np.inf
+  return int(np.argmax(value))
+
+
 def least_squares(task: interface.Task, device: interface.ProbeHandle, rng: np.random.Generator,
-                  max_probes_per_arch: int = noise.MAX_PROBES_PER_ARCH,
-                  min_confidence: float = noise.MIN_CONFIDENCE,
-                  misfit_floor: float = 0.03, misfit_prior: float = 0.1,
-                  first_probes: Sequence[str] = ("nor_conv_3x3", "nor_conv_1x1", "skip_connect"),
-                  ) -> int | None:
+                  **settings) -> int | None:
   """In-context least squares that knows probes are noisy.
 
   Latency is fitted as linear in the operation counts (one row per probed architecture,
   its geometric-mean probe). After a few uniform cells, each step either confirms or
-  explores:
+  explores (`least_squares_step`):
   * confirm: re-measure the best-proxy architecture measured within budget that is better
     than the confirmed answer but not yet confirmed itself (at most `max_probes_per_arch`
     probes each); a repeat also tells the noise level (`noise.probe_stats`);
@@ -111,44 +154,18 @@ def least_squares(task: interface.Task, device: interface.ProbeHandle, rng: np.r
     be confirmed by two probes (the fit's misfit, from its residuals, and the noise).
   The answer is `noise.answer`'s: the best confirmed architecture, else the most confident.
   On an exact device one or two repeats show that there is no noise and the margins vanish.
-  Defaults chosen on the 13 training devices only (see BUILD_NOTES), never on validation.
+  Defaults chosen on the 13 training devices of version 0.2.0 only (see BUILD_NOTES), never on
+  validation.
   """
   del rng  # deterministic
-  features = searchspace.op_counts().astype(np.float64)
-  z_confirm = float(scipy.stats.norm.ppf(min_confidence))
   indices: list[int] = []
   latencies: list[float] = []
-
-  def measure(index: int) -> None:
+  while len(indices) < task.num_probes:
+    index = least_squares_step(task, indices, latencies, **settings)
     indices.append(index)
     latencies.append(device.measure(index))
-
-  for i in _uniform_cells(first_probes)[:task.num_probes]:
-    measure(i)
-  while len(indices) < task.num_probes:
-    best, stats = noise.answer(indices, latencies, task.budget_ms, task.proxy, min_confidence)
-    unconfirmed = [
-        indices[k] for k in range(len(indices))
-        if stats.first[k] and stats.any_within[k] and stats.confidence[k] < min_confidence
-        and stats.count[k] < max_probes_per_arch
-        and (best is None or task.proxy[indices[k]] > task.proxy[best])]
-    if unconfirmed:
-      measure(max(unconfirmed, key=lambda i: task.proxy[i]))
-      continue
-    probed = np.unique(np.array(indices, np.int64))
-    log_ms = np.array([np.mean(np.log(np.minimum(
-        [v for i, v in zip(indices, latencies) if i == j], 1e30))) for j in probed])
-    weights, misfit = _fit_latency(features, probed, log_ms, misfit_floor, misfit_prior)
-    predicted_ms = np.maximum(features @ weights, 1e-9)
-    sigma = float(stats.sigma_upper)
-    limit = np.log(task.budget_ms) - z_confirm * sigma / np.sqrt(2.0)
-    p_confirm = scipy.stats.norm.cdf((limit - np.log(predicted_ms))
-                                     / np.sqrt(misfit**2 + sigma**2 / 2.0))
-    floor = task.proxy.min() if best is None else task.proxy[best]
-    value = np.maximum(task.proxy - floor, 1e-9 * (1 + task.proxy - task.proxy.min())) * p_confirm
-    value[probed] = -np.inf
-    measure(int(np.argmax(value)))
-  return noise.answer(indices, latencies, task.budget_ms, task.proxy, min_confidence)[0]
+  return noise.answer(indices, latencies, task.budget_ms, task.proxy,
+                      settings.get("min_confidence", noise.MIN_CONFIDENCE))[0]
 
 
 BASELINES: dict[str, interface.Method] = {

@@ -86,6 +86,17 @@ def paper_method(model: paper.PaperPolicy, params) -> interface.Method:
   return method
 
 
+def check_finite_params(what: str, params) -> None:
+  """ValueError when any parameter is NaN or inf: a diverged controller would still pick
+  architectures (argmax of NaN is index 0) and score as if it worked."""
+  bad = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_leaves_with_path(params)
+         if not np.all(np.isfinite(np.asarray(x)))]
+  if bad:
+    raise ValueError(f"{what} has non-finite parameters (NaN or inf in "
+                     f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): its training "
+                     "diverged; retrain it (a lower learning rate, proxies that vary)")
+
+
 def load_methods(workdir: str, untrained: bool = False) -> tuple[Any, list[interface.Method]]:
   """(the run's config, one method per trained seed) of a meta-training workdir.
 
@@ -93,9 +104,18 @@ def load_methods(workdir: str, untrained: bool = False) -> tuple[Any, list[inter
   meta-training adds.
   """
   config, policies = train.load_policies(workdir)
+  for seed, params in policies:
+    check_finite_params(f"the checkpoint of seed {seed} in {workdir!r}", params)
   if untrained:
     init = jax.jit(train.make_train(config).init)
     policies = [(seed, init(jax.random.key(seed)).params) for seed, _ in policies]
-  model = train.make_model(config)
+  return config, [method_of(config, jax.device_get(params)) for _, params in policies]
+
+
+def method_of(config, params) -> interface.Method:
+  """The method of a controller `config` with `params` (numpy); its `recipe` is how a
+  process of its own (`isolation.Runner`) rebuilds it, without reading the workdir again."""
   make = paper_method if config.name == "paper_controller" else controller_method
-  return config, [make(model, params) for _, params in policies]
+  method = make(train.make_model(config), params)
+  method.recipe = functools.partial(method_of, config, params)
+  return method

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from hwnas_jax.benchmark import searchspace
+from hwnas_jax.benchmark import tables
 from hwnas_jax.devices.interface import Device, DeviceError
 
 
@@ -51,7 +52,7 @@ class Task:
     if bad.any():
       raise ValueError(f"task proxy has {int(bad.sum())} non-finite values, first at index "
                        f"{int(np.argmax(bad))}")
-    object.__setattr__(self, "proxy", proxy)
+    object.__setattr__(self, "proxy", tables.frozen(proxy))  # one task serves many episodes
 
 
 class ProbeHandle:
@@ -83,10 +84,12 @@ class Probe:
 
 
 def checked_num_probes(num_probes) -> int:
-  """K as an int; ValueError unless a whole number >= 1 (with K = 2.5 nothing would stop)."""
+  """K as an int; ValueError unless a whole number in [1, the size of the space] (with
+  K = 2.5 nothing would stop; past the space a method's cost grows for nothing)."""
   if (isinstance(num_probes, bool) or not isinstance(num_probes, numbers.Real)
-      or not float(num_probes).is_integer() or num_probes < 1):
-    raise ValueError(f"num_probes must be a whole number >= 1, got {num_probes!r}")
+      or not float(num_probes).is_integer() or not 1 <= num_probes <= searchspace.NUM_ARCHS):
+    raise ValueError(f"num_probes must be a whole number in [1, {searchspace.NUM_ARCHS}] (the "
+                     f"size of the space), got {num_probes!r}")
   return int(num_probes)
 
 

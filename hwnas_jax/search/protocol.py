@@ -19,14 +19,18 @@ import numpy as np
 
 from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import checks
+from hwnas_jax.benchmark import tables
 from hwnas_jax.benchmark.tables import Benchmark
 from hwnas_jax.devices.table import NoisyTableDevice, TableDevice
 from hwnas_jax.search import interface
+from hwnas_jax.search import isolation
+from hwnas_jax.search import resume
 
 ROW_KEYS = ("method", "device", "dataset", "budget_percentile", "budget_ms", "probes",
             "episodes", "mean_accuracy", "feasible_rate", "oracle_accuracy",
             "proxy_oracle_accuracy", "mean_regret")
 SUMMARY_KEYS = ("mean_accuracy", "feasible_rate", "mean_regret")
+MAX_NOISE = 5.0  # probe noise sigma: the same bound as experiments.sweep's
 
 
 # --- references: they read the whole latency table, which no method may do ------------
@@ -100,8 +104,11 @@ def check_settings(num_probes, num_episodes, seed, noise) -> None:
   if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
     raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
   if (isinstance(noise, (bool, np.bool_)) or not isinstance(noise, numbers.Real)
-      or not math.isfinite(noise) or noise < 0):
-    raise ValueError(f"noise sigma must be a finite number >= 0, got {noise!r}")
+      or not math.isfinite(noise) or not 0 <= noise < MAX_NOISE):
+    raise ValueError(f"noise sigma must be a number in [0, {MAX_NOISE:g}), got {noise!r} (at "
+                     f"sigma {MAX_NOISE:g} a probe is off by a factor of e^{MAX_NOISE:g} = "
+                     f"{math.exp(MAX_NOISE):.0f} at one standard deviation: no method can "
+                     "tell architectures apart)")
 
 
 def grid_cells(benchmark: Benchmark, methods: Mapping, devices: Sequence[str],
@@ -152,37 +159,44 @@ def episode_rng(seed: int, device: str, dataset: str, budget: Budget, episode: i
 
 
 def run_episode(method: interface.Method, task: interface.Task, device: TableDevice,
-                accuracy: np.ndarray, rng: np.random.Generator) -> tuple[float, bool]:
+                accuracy: np.ndarray, rng: np.random.Generator,
+                runner: isolation.Runner | None = None,
+                name: str = "method") -> tuple[float, bool]:
   """One episode: (score, valid). The probe limit is the harness's, not the method's.
 
   Valid: the answer was measured within budget during the episode (the probe record) and
   its true latency, the table's, is within budget too (a lucky draw on a noisy device does
-  not count). A method that went past K probes, even one that caught the error, is an error.
+  not count), both judged against the harness's own task. A method that went past K
+  probes, even one that caught the error, is an error. `runner` runs the method (in its
+  own process when isolated); without one it runs in-process.
   """
   if getattr(method, "reads_table_range", False):
     task = dataclasses.replace(task, latency_range_ms=(float(np.nanmin(device.latency_ms)),
                                                        float(np.nanmax(device.latency_ms))))
-  budgeted = interface.ProbeBudget(device, task.num_probes)
-  answer = method(task, budgeted.handle, rng)
+  budget_ms, num_probes = task.budget_ms, task.num_probes  # the harness's, whatever happens
+  budgeted = interface.ProbeBudget(device, num_probes)
+  answer = (runner or isolation.Runner(isolated=False)).run(method, task, budgeted, rng, name)
   if budgeted.exceeded:
     raise interface.ProbeLimitExceeded(
-        f"the method asked for more than {task.num_probes} probes on {device.name!r} "
+        f"the method asked for more than {num_probes} probes on {device.name!r} "
         "(and went on after being refused)")
   answer = interface.checked_answer(answer)
-  valid = (budgeted.is_valid(answer, task.budget_ms)
-           and device.true_latency_ms(answer) <= task.budget_ms)
+  valid = (budgeted.is_valid(answer, budget_ms)
+           and device.true_latency_ms(answer) <= budget_ms)
   return (float(accuracy[answer]) if valid else 0.0), valid
 
 
 def evaluate_cell(method_name: str, methods: Sequence[interface.Method] | None,
                   benchmark: Benchmark, device: str, dataset: str, budget: Budget,
                   num_probes: int, num_episodes: int, seed: int, noise: float = 0.0,
-                  proxy: str = aggregate.DEFAULT_PROXY) -> dict:
+                  proxy: str = aggregate.DEFAULT_PROXY, isolated: bool = True,
+                  episode_progress: Callable[[Iterable], Iterable] = iter) -> dict:
   """One row of the results table.
 
   `methods` holds one method per trained seed (one for a hand-written baseline); None
   means a reference of REFERENCES. With several seeds the row's numbers are means over
-  seeds, and `seed_mean_accuracy` lists each seed's.
+  seeds, and `seed_mean_accuracy` lists each seed's. `isolated`: each method runs in a
+  process of its own (`isolation.Runner`); False runs them in-process (trusted code only).
   """
   check_settings(num_probes, num_episodes, seed, noise)
   latency_ms = benchmark.latency(device)
@@ -196,13 +210,16 @@ def evaluate_cell(method_name: str, methods: Sequence[interface.Method] | None,
     scores, valid = np.full((1, num_episodes), accuracy[reference]), np.ones((1, num_episodes))
   else:
     task = interface.Task(dataset, budget.budget_ms, num_probes, proxy)
+    table = tables.frozen(latency_ms)  # the harness's copy, which no method can write
     results = []
-    for method in methods:
-      for e in range(num_episodes):
-        target = NoisyTableDevice(device, latency_ms, sigma=noise,
+    runner = isolation.Runner(isolated)
+    for position, method in enumerate(methods):
+      for e in episode_progress(range(num_episodes)):
+        target = NoisyTableDevice(device, table, sigma=noise,
                                   rng=episode_rng(seed, device, dataset, budget, e, "noise"))
         results.append(run_episode(method, task, target, accuracy,
-                                   episode_rng(seed, device, dataset, budget, e)))
+                                   episode_rng(seed, device, dataset, budget, e), runner,
+                                   f"{method_name}[{position}]"))
     scores, valid = (np.array(x, np.float64).reshape(len(methods), num_episodes)
                      for x in zip(*results))
   seed_means = scores.mean(axis=1)
@@ -249,22 +266,31 @@ def _pm(value: float, std: float | None, spec: str) -> str:
   return format(value, spec) + ("" if std is None else " +- " + format(std, spec))
 
 
+def _width(values, minimum: int) -> int:
+  """A left-aligned column's width: `minimum`, or the longest value and a gap of two."""
+  return max([minimum, *(len(str(v)) + 2 for v in values)])
+
+
 def format_table(rows: Sequence[Mapping], summary: Mapping) -> str:
   """Rows grouped by device/dataset/budget, then the per-method summary (mean +- std over
-  seeds where a method has several)."""
-  header = (f"{'method':<17}{'device':<15}{'dataset':<16}{'q':>5}{'B (ms)':>9}"
+  seeds where a method has several); the name columns as wide as their longest name."""
+  m = _width([*(r["method"] for r in rows), *summary], 17)
+  d = _width([r["device"] for r in rows], 15)
+  t = _width([r["dataset"] for r in rows], 16)
+  header = (f"{'method':<{m}}{'device':<{d}}{'dataset':<{t}}{'q':>5}{'B (ms)':>9}"
             f"{'acc':>8}{'feas':>6}{'oracle':>8}{'p-orac':>8}{'regret':>8}")
   lines = [header, "-" * len(header)]
   for r in rows:
     q = "-" if r["budget_percentile"] is None else f"{r['budget_percentile']:g}"
-    lines.append(f"{r['method']:<17}{r['device']:<15}{r['dataset']:<16}{q:>5}"
+    lines.append(f"{r['method']:<{m}}{r['device']:<{d}}{r['dataset']:<{t}}{q:>5}"
                  f"{r['budget_ms']:>9.3f}{r['mean_accuracy']:>8.2f}{r['feasible_rate']:>6.2f}"
                  f"{r['oracle_accuracy']:>8.2f}{r['proxy_oracle_accuracy']:>8.2f}"
                  f"{r['mean_regret']:>8.2f}")
-  lines += ["", f"{'method':<17}{'cells':>6}{'seeds':>6}{'mean acc':>17}{'feasible':>17}"
-            f"{'regret':>8}", "-" * 71]
+  header = (f"{'method':<{m}}{'cells':>6}{'seeds':>6}{'mean acc':>17}{'feasible':>17}"
+            f"{'regret':>8}")
+  lines += ["", header, "-" * len(header)]
   for name, s in summary.items():
-    lines.append(f"{name:<17}{s['cells']:>6}{s['seeds']:>6}"
+    lines.append(f"{name:<{m}}{s['cells']:>6}{s['seeds']:>6}"
                  f"{_pm(s['mean_accuracy'], s.get('mean_accuracy_seed_std'), '.2f'):>17}"
                  f"{_pm(s['feasible_rate'], s.get('feasible_rate_seed_std'), '.3f'):>17}"
                  f"{s['mean_regret']:>8.2f}")
@@ -275,10 +301,16 @@ def evaluate(benchmark: Benchmark, methods: Mapping[str, Sequence[interface.Meth
              devices: Sequence[str], datasets: Sequence[str],
              budgets: Callable[[str], Sequence[Budget]], num_probes: int, num_episodes: int,
              seed: int, progress: Callable[[Iterable], Iterable] = iter,
-             noise: float = 0.0, proxy: str = aggregate.DEFAULT_PROXY) -> dict:
+             noise: float = 0.0, proxy: str = aggregate.DEFAULT_PROXY,
+             isolated: bool = True, cell_log: resume.CellLog | None = None,
+             episode_progress: Callable[[Iterable], Iterable] = iter) -> dict:
   """Every cell of the grid; `budgets(device)` gives that device's budgets. `methods` maps
   a name to its methods (one per seed; `registry.make_methods`) or None for a reference.
-  Every input is checked (`check_settings`, `grid_cells`) before the first cell runs."""
+  Every input is checked (`check_settings`, `grid_cells`) before the first cell runs.
+  `isolated`: each method runs in a process of its own, one for the whole grid
+  (`isolation.Runner`), one for the whole grid; False runs them in-process (trusted code
+  only). `cell_log` (`resume.CellLog`) gives the cells that finished before, and records
+  each cell as it finishes; `episode_progress` wraps each method's episodes of a cell."""
   check_settings(num_probes, num_episodes, seed, noise)
   for name, seeds in methods.items():
     if seeds is not None and (isinstance(seeds, str) or not hasattr(seeds, "__len__")
@@ -289,7 +321,18 @@ def evaluate(benchmark: Benchmark, methods: Mapping[str, Sequence[interface.Meth
       raise ValueError(f"{name!r} is not a reference ({', '.join(REFERENCES)}): give its "
                        "methods")
   cells = grid_cells(benchmark, methods, devices, datasets, budgets, proxy)
-  rows = [evaluate_cell(name, methods[name], benchmark, device, dataset, budget, num_probes,
-                        num_episodes, seed, noise, proxy)
-          for name, device, dataset, budget in progress(cells)]
+  # A method that cannot run isolated is refused before any cell; the processes started
+  # here serve every cell.
+  isolation.Runner(isolated).start(methods)
+  rows = []
+  for name, device, dataset, budget in progress(cells):
+    key = resume.cell_key(name, device, dataset, budget)
+    if cell_log is not None and key in cell_log.finished:
+      rows.append(cell_log.finished[key])
+      continue
+    rows.append(evaluate_cell(name, methods[name], benchmark, device, dataset, budget,
+                              num_probes, num_episodes, seed, noise, proxy, isolated,
+                              episode_progress))
+    if cell_log is not None:
+      cell_log.append(key, rows[-1])
   return {"rows": rows, "summary": summarize(rows)}

@@ -90,10 +90,15 @@ def fresh_clone(names: Sequence[str]) -> list[bool]:
   return [set(aggregate.parse(n, None)[1]) <= set(aggregate.FRESH_TERMS) for n in names]
 
 
-def pick(benchmark: tables.Benchmark, names: Sequence[str], devices: Sequence[str],
-         percentiles: Sequence[float] = (10, 25, 50)) -> str:
-  """The rule's pick reading `devices` only (grouped into families), nothing else."""
-  datasets = list(benchmark.datasets)
-  acc = proxy_oracle_accuracy(benchmark, names, list(devices), datasets, percentiles)
-  by_family = group_means(acc, list(devices), tables.family_members(devices))
-  return choose(names, balanced(by_family), by_family, fresh_clone(names))
+def family_scores(benchmark: tables.Benchmark, names: Sequence[str], devices: Sequence[str],
+                  percentiles: Sequence[float] = (10, 25, 50)) -> dict[str, np.ndarray]:
+  """{family: (candidates,) mean proxy-oracle accuracy over its cells among `devices`}."""
+  acc = proxy_oracle_accuracy(benchmark, names, list(devices), list(benchmark.datasets),
+                              percentiles)
+  return group_means(acc, list(devices), tables.family_members(devices))
+
+
+def pick(names: Sequence[str], by_family: Mapping[str, np.ndarray], without: str = "") -> str:
+  """The rule's pick reading the families of `by_family` only, `without` one left out."""
+  kept = {f: v for f, v in by_family.items() if f != without}
+  return choose(names, balanced(kept), kept, fresh_clone(names))

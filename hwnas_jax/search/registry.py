@@ -27,6 +27,20 @@ def check_names(names) -> list[str]:
   return checks.names("methods", names, NAMES)
 
 
+def regressions(workdir: str) -> list[str]:
+  """A warning per seed whose last evaluation in metrics.jsonl is below its first (the
+  nearest to its untrained start): meta-training made it worse."""
+  warnings = []
+  for seed in checkpoint_lib.trained_seeds(workdir):
+    scores = [(row["step"], row["eval_score"]) for row in checkpoint_lib.read_metrics(workdir, seed)
+              if "eval_score" in row]
+    if len(scores) >= 2 and scores[-1][1] < scores[0][1]:
+      warnings.append(f"warning: seed {seed} of {workdir!r} scores {scores[-1][1]:.4g} at its "
+                      f"last evaluation (update {scores[-1][0]}), below {scores[0][1]:.4g} at its "
+                      f"first (update {scores[0][0]}): meta-training made it worse")
+  return warnings
+
+
 def make_methods(name: str, checkpoint: str | None = None, proxy: str | None = None,
                  log: Callable[[str], None] = print) -> list[interface.Method] | None:
   """The method(s) called `name`; None for a reference of `protocol.REFERENCES`.
@@ -50,6 +64,9 @@ def make_methods(name: str, checkpoint: str | None = None, proxy: str | None = N
     if config.name == name.removeprefix(UNTRAINED):
       checkpoint_lib.trained_seeds(workdir)
       config, methods = deploy.load_methods(workdir, untrained)
+      if not untrained:
+        for line in regressions(workdir):
+          log(line)
       if proxy is not None and config.get("proxy", "paper") != proxy:
         log(f"note: {name} of {workdir!r} was meta-trained on proxy "
             f"{config.get('proxy', 'paper')!r} and is evaluated with proxy {proxy!r}")

@@ -19,6 +19,7 @@ from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
 from hwnas_jax.devices.table import TableDevice
 from hwnas_jax.search import interface
+from hwnas_jax.search import isolation
 from hwnas_jax.search import registry
 
 
@@ -40,13 +41,17 @@ def resolve_method(name: str, checkpoint: str | None = None,
 
 
 def make_device(spec: str, dataset: str, host_kwargs: dict[str, Any] | None = None,
-                data_dir: str | None = None):
-  """The device named by --device, and its latency table (None for the host)."""
+                data_dir: str | None = None, runtime_kwargs: dict[str, Any] | None = None):
+  """The device named by --device, and its latency table (None for a live device).
+  `runtime_kwargs` (threads, timeout_s, model_dir, statistic) go to the onnxruntime and command devices."""
   if spec == "host":
     from hwnas_jax.devices import host  # pylint: disable=import-outside-toplevel
     return host.HostDevice(dataset=dataset, **(host_kwargs or {})), None
+  if spec == "onnxruntime" or spec.startswith("command:"):
+    return make_runtime_device(spec, dataset, host_kwargs or {}, runtime_kwargs or {}), None
   if not spec.startswith("table:"):
-    raise SearchError(f"--device={spec!r}: expected host, table:PATH.npz:NAME or table:NAME")
+    raise SearchError(f"--device={spec!r}: expected host, onnxruntime, command:'... {{model}} "
+                      "...', table:PATH.npz:NAME or table:NAME")
   rest = spec[len("table:"):]
   path, _, name = rest.rpartition(":")
   if name.endswith(".npz"):
@@ -57,6 +62,51 @@ def make_device(spec: str, dataset: str, host_kwargs: dict[str, Any] | None = No
   if name not in latency_tables:
     raise SearchError(f"no device {name!r} in {path}; it has {', '.join(latency_tables)}")
   return TableDevice(name, latency_tables[name]), latency_tables[name]
+
+
+def make_runtime_device(spec: str, dataset: str, host_kwargs: dict[str, Any],
+                        runtime_kwargs: dict[str, Any]):
+  """An exported-model device: `onnxruntime`, or `command:TEMPLATE` with {model} in it."""
+  from hwnas_jax.benchmark import onnx_export  # pylint: disable=import-outside-toplevel
+  from hwnas_jax.devices import runtime  # pylint: disable=import-outside-toplevel
+  network = onnx_export.NetworkSpec(
+      dataset=dataset, **{k: host_kwargs[k] for k in ("batch_size", "image_size", "channels",
+                                                      "num_cells") if k in host_kwargs})
+  model_dir, statistic = runtime_kwargs.get("model_dir"), runtime_kwargs.get("statistic", "median")
+  if spec == "onnxruntime":
+    return runtime.OnnxRuntimeDevice(
+        spec=network, threads=runtime_kwargs.get("threads", 1), model_dir=model_dir,
+        statistic=statistic,
+        **{k: host_kwargs[k] for k in ("repeats", "warmup") if k in host_kwargs})
+  template = spec[len("command:"):]
+  if runtime.MODEL_PLACEHOLDER not in template:
+    raise SearchError(f"--device={spec!r}: the command needs {runtime.MODEL_PLACEHOLDER} where "
+                      "the exported model's path goes")
+  return runtime.CommandDevice(template, spec=network, model_dir=model_dir, statistic=statistic,
+                               timeout_s=runtime_kwargs.get("timeout_s", 300.0))
+
+
+TIMINGS = ("direct", "reference")
+
+
+def live_device(device, store_path: str | None, run_fields: dict[str, Any],
+                timing: str = "direct", reference: int | None = None):
+  """A live device as a search uses it: every measurement into the store at `store_path`
+  (the default file when None; "" for none) under a key of `run_fields` and the device's
+  settings, so a rerun replays what was measured; with `timing="reference"`, each probe
+  timed against a reference network (`devices.drift`)."""
+  from hwnas_jax.devices import drift  # pylint: disable=import-outside-toplevel
+  from hwnas_jax.devices import store  # pylint: disable=import-outside-toplevel
+  if timing not in TIMINGS:
+    raise SearchError(f"--timing={timing!r}: expected one of {', '.join(TIMINGS)}")
+  if store_path != "":
+    settings = device.settings() if hasattr(device, "settings") else {}
+    run = store.run_key(**run_fields, timing=timing, reference=reference, settings=settings)
+    device = store.StoredDevice(device, store.MeasurementStore(store_path), run)
+  if timing == "reference":
+    device = drift.ReferenceTimedDevice(
+        device, drift.DEFAULT_REFERENCE if reference is None else reference)
+  return device
 
 
 def check_table_budget(name: str, latency_ms: np.ndarray, budget_ms: float) -> None:
@@ -78,20 +128,30 @@ def no_feasible_probe_message(record: dict) -> str:
 
 
 def run_search(device, method: interface.Method, task: interface.Task, seed: int,
-               accuracy: np.ndarray | None = None, method_name: str = "") -> dict:
-  """One search through `ProbeBudget`, then a re-measurement of the answer; the record."""
-  budgeted = interface.ProbeBudget(device, task.num_probes)
+               accuracy: np.ndarray | None = None, method_name: str = "",
+               isolated: bool = True, proxy_name: str | None = None) -> dict:
+  """One search through `ProbeBudget`, then a re-measurement of the answer; the record.
+
+  `isolated`: the method runs in a process of its own (`isolation.Runner`); False runs it
+  in-process (trusted code only). Validity is judged against the harness's task, and on a
+  table device against the answer's true latency too, as `protocol.run_episode` does.
+  """
+  budget_ms, num_probes = task.budget_ms, task.num_probes  # the harness's, whatever happens
+  budgeted = interface.ProbeBudget(device, num_probes)
   host_records = getattr(device, "records", None)
   first_record = len(host_records) if host_records is not None else 0
+  runner = isolation.Runner(isolated)
+  runner.start({method_name or "method": [method]})  # its process ready before the clock
   start = time.perf_counter()
-  answer = method(task, budgeted.handle, np.random.default_rng(seed))
+  answer = runner.run(method, task, budgeted, np.random.default_rng(seed), method_name or "method")
   search_s = time.perf_counter() - start
   if budgeted.exceeded:
     raise interface.ProbeLimitExceeded(
-        f"the method asked for more than {task.num_probes} probes (and went on after being "
+        f"the method asked for more than {num_probes} probes (and went on after being "
         "refused)")
   answer = interface.checked_answer(answer)
-  valid = budgeted.is_valid(answer, task.budget_ms)
+  valid = budgeted.is_valid(answer, budget_ms) and (
+      not hasattr(device, "true_latency_ms") or device.true_latency_ms(answer) <= budget_ms)
   details = host_records[first_record:] if host_records is not None else []
   probes = []
   for step, probe in enumerate(budgeted.probes):
@@ -105,6 +165,7 @@ def run_search(device, method: interface.Method, task: interface.Task, seed: int
     probes.append(row)
   record = {
       "device": device.name, "dataset": task.dataset, "method": method_name, "seed": seed,
+      "proxy": proxy_name,  # the name of task.proxy (benchmark/aggregate.py's grammar)
       "budget_ms": task.budget_ms, "num_probes": task.num_probes, "probes": probes,
       "search_s": search_s, "time_per_probe_s": search_s / max(len(probes), 1),
       "answer": None, "valid": valid, "check": None,

@@ -44,7 +44,12 @@ def test_controller_beats_random_search_on_held_out_synthetic_devices(run):
 
 def test_meta_training_improves_on_the_untrained_controller_with_few_probes(data_dir):
   """At K = 3 there is no room to confirm an answer by repeats, which the hand-set initial
-  weights try to do: 40 short updates learn to answer anyway (held-out synthetic devices)."""
+  weights try to do: 40 short updates learn to answer anyway (held-out synthetic devices).
+
+  What they learn is to answer: the share of episodes with a valid answer rises by 0.14
+  (0.52 -> 0.66 on 2026-12-07). The score rises less than it did under version 0.2.0's
+  proxy and prior (+0.035 against +0.29): with the default proxy and a prior that holds the
+  phones, 40 updates at K = 3 barely move the answer's proxy (BUILD_NOTES, K = 3)."""
   config = quick.get_config()
   config.update(num_devices=128, num_probes=3, hidden_size=16, num_minibatches=2,
                 num_epochs=2, eval_devices=512, num_updates=40, learning_rate=1e-3)
@@ -54,8 +59,8 @@ def test_meta_training_improves_on_the_untrained_controller_with_few_probes(data
   evaluate = jax.jit(trainer.evaluate)
   untrained_score, untrained_valid = evaluate(trainer.init(jax.random.key(0)).params, data)
   trained_score, trained_valid = evaluate(state.params, data)
-  assert float(trained_score.mean()) > float(untrained_score.mean()) + 0.15
-  assert float(trained_valid.mean()) > float(untrained_valid.mean())
+  assert float(trained_valid.mean()) > float(untrained_valid.mean()) + 0.07
+  assert float(trained_score.mean()) > float(untrained_score.mean())
 
 
 def test_rerun_resumes_from_the_checkpoint(run, data_dir):

@@ -67,6 +67,13 @@ def test_progress_in_a_log_file_is_whole_lines():
   lines = out.getvalue().splitlines()
   assert "\r" not in out.getvalue()
   assert 1 <= len(lines) <= 3 and "1000/1000" in lines[-1]
+  # A postfix set at every step (meta-training's score) waits for the next line.
+  out = io.StringIO()
+  bar = progress.bar(range(200), desc="meta-train", unit="update", file=out)
+  for step in bar:
+    bar.set_postfix(score=f"{step:.3f}")
+  lines = out.getvalue().splitlines()
+  assert 1 <= len(lines) <= 3 and "score=199.000" in lines[-1], lines
 
 
 def _summary(mean):

@@ -25,6 +25,19 @@ class _Lines:
     self._stream.flush()
 
 
+class _LogBar(tqdm):
+  """A bar for a log: a new postfix or description waits for the next line, rather than
+  printing one of its own (tqdm refreshes on every `set_postfix` by default)."""
+
+  def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+    del refresh
+    super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+  def set_description(self, desc=None, refresh=True):
+    del refresh
+    super().set_description(desc, refresh=False)
+
+
 def is_terminal(stream) -> bool:
   isatty = getattr(stream, "isatty", None)
   try:
@@ -40,5 +53,6 @@ def bar(iterable=None, **kwargs) -> tqdm:
   if is_terminal(stream):
     return tqdm(iterable, file=stream, **kwargs)
   kwargs["mininterval"] = max(kwargs.get("mininterval", 0.1), LOG_INTERVAL_S)
+  kwargs["maxinterval"] = max(kwargs.get("maxinterval", 10.0), LOG_INTERVAL_S)
   kwargs.update(file=_Lines(stream), ascii=True, dynamic_ncols=False)
-  return tqdm(iterable, **kwargs)
+  return _LogBar(iterable, **kwargs)

@@ -5,7 +5,8 @@ r"""Meta-train the controller on synthetic devices.
 
 Configs (experiments/configs/): `default.py` (4,096 devices x 300 updates: 221 s for 4
 seeds on one H200 GPU, 47 min for one seed on two CPU cores), `quick.py` (256 x 40: about
-30 s on two CPU cores), `paper.py` (the paper-faithful controller, 256 x 40: about 25 s). A
+2 min on two CPU cores at load 1, a minute of it compiling), `paper.py` (the paper-faithful
+controller, 256 x 40). A
 rerun with the same --workdir and config resumes from its last checkpoint; --fresh starts it
 afresh.
 """
@@ -25,8 +26,8 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   config_flags.DEFINE_config_file(
       "config", "experiments/configs/default.py",
       "Meta-training configuration file: default.py (4,096 devices x 300 updates; 221 s for 4 "
-      "seeds on one H200, 47 min for one on 2 CPU cores), quick.py (256 x 40; about 30 s on 2 CPU "
-      "cores), paper.py (paper-faithful, 256 x 40; about 25 s).",
+      "seeds on one H200, 47 min for one on 2 CPU cores), quick.py (256 x 40; about 2 min on 2 "
+      "CPU cores at load 1), paper.py (paper-faithful, 256 x 40).",
       flag_values=fv)
   flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True,
                       flag_values=fv)

@@ -9,6 +9,8 @@ also works in-process, the in-process run shows that the attack is real. Small h
 tables: no bundle needed, one worker process per method (about a second each).
 """
 
+import time
+
 import numpy as np
 import pytest
 
@@ -175,6 +177,19 @@ def test_method_errors_keep_their_type_across_the_boundary():
     runner.run(cheaters.measure_out_of_range, task, budget, np.random.default_rng(0))
   assert runner.run(cheaters.catch_refusal, task, budget, np.random.default_rng(0)) == 0
   assert budget.exceeded
+
+
+def test_a_method_that_never_answers_is_ended(monkeypatch):
+  monkeypatch.setattr(isolation, "SILENCE_LIMIT_S", 2.0)
+  runner = isolation.Runner()
+  task = interface.Task("cifar10", 1.5, 1, np.ones(N))
+  budget = interface.ProbeBudget(TableDevice("toy", np.ones(N)), 1)
+  runner.run(cheaters.catch_refusal, task, budget, np.random.default_rng(0))  # warm: JAX's import
+  budget = interface.ProbeBudget(TableDevice("toy", np.ones(N)), 1)
+  started = time.monotonic()
+  with pytest.raises(isolation.IsolationError, match="sent nothing for 2 s"):
+    runner.run(cheaters.never_answer, task, budget, np.random.default_rng(0))
+  assert time.monotonic() - started < 60
 
 
 def test_a_process_out_of_step_is_replaced():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 
 import numpy as np
 
@@ -171,6 +172,13 @@ def cheat(task, target, rng):
     budget.probes.append(interface.Probe(answer, 1e-6))
   del rng
   return answer
+
+
+def never_answer(task, target, rng):
+  """Holds its cell forever, unless the harness stops waiting."""
+  del task, target, rng
+  while True:
+    time.sleep(60)
 
 
 ATTACKS = {"closure": read_closure, "frames": read_caller_frames, "frozen_task": raise_budget,

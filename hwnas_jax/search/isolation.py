@@ -35,6 +35,10 @@ from hwnas_jax.search import interface
 _ERRORS = {error.__name__: error for error in (
     interface.ProbeLimitExceeded, DeviceError, ValueError, TypeError, IndexError, KeyError)}
 _MAX_MESSAGE_BYTES = 1 << 20
+# A method's process that sends nothing for this long (no probe, no answer) is ended and the
+# cell fails with an error: a method that never answers must not hang the harness. Generous:
+# the first message follows JAX's import and the method's compilation.
+SILENCE_LIMIT_S = 600.0
 
 
 class IsolationError(RuntimeError):
@@ -190,6 +194,9 @@ class _Worker:
     """One message of the method's process, checked: ("measure", int), ("answer", int or
     None) or ("error", dict)."""
     try:
+      if not self._conn.poll(SILENCE_LIMIT_S):
+        raise IsolationError(f"method {self.name!r} sent nothing for {SILENCE_LIMIT_S:g} s "
+                             "(no probe, no answer): its process was ended")
       raw = self._conn.recv_bytes(_MAX_MESSAGE_BYTES)
     except (EOFError, OSError):
       try:

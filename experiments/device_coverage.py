@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Mapping, Sequence
 
 from absl import app

@@ -43,7 +43,6 @@ import numpy as np
 
 from experiments import cli
 from hwnas_jax.benchmark import aggregate
-from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
 from hwnas_jax.search import proxy_choice
 from hwnas_jax.search.proxy_choice import RULE  # the rule lives in the library

@@ -1,11 +1,16 @@
 """Meta-training end to end: it beats random search on held-out synthetic devices, resumes
 from its checkpoint, and its workdir deploys as a search method."""
 
+import importlib.resources
+import json
+
 import jax
 import numpy as np
 import pytest
 
 from experiments.configs import default, paper, quick
+from hwnas_jax.benchmark import tables
+from hwnas_jax.devices import synthetic
 from hwnas_jax.devices.table import TableDevice
 from hwnas_jax.metatrain import checkpoint
 from hwnas_jax.metatrain import train
@@ -111,3 +116,19 @@ def test_configs_are_sized_as_documented():
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="no meta-training run"):
     registry.make_methods("controller", str(tmp_path))
+
+
+def test_embedded_prior_is_the_bundles_and_runs_without_it(data_dir, monkeypatch):
+  """The prior stored with the package (for runs without the bundle) is the bundle's training
+  devices' fit: a stale file after the bundle changed fails here."""
+  stored = json.loads(importlib.resources.files("hwnas_jax").joinpath(
+      train.EMBEDDED_PRIOR).read_text())
+  fresh = json.loads(train.embedded_prior_json(data_dir))
+  assert stored["devices"] == fresh["devices"] and stored["stepped"] == fresh["stepped"]
+  np.testing.assert_allclose(stored["shapes"], fresh["shapes"], rtol=1e-6, atol=1e-9)
+  monkeypatch.delenv(tables.DATA_DIR_ENV, raising=False)
+  config = quick.get_config()
+  config.eval_devices = 8
+  data, source = train.training_data(config)
+  assert source.startswith("NO BENCHMARK BUNDLE") and "pixel2" in source
+  assert float(data.prior.stepped_share) == pytest.approx(synthetic.MIN_STEPPED_SHARE)

@@ -468,8 +468,9 @@ COV_INFLATE = 1.5     # sd multiplier: 15 devices from 5 families underestimate 
 SHAPE_SD_FLOOR = np.array([0.3, 0.3] + [0.3] * 5 + [0.05, 0.05, 0.3, 0.3])
 # Broad component: mean latency 0.1 ms .. 1 s, overhead 8 % .. 88 % of it, curvature -0.5 ..
 # 1 (super-additive up to doubling the cost of the largest cell: caches that overflow, a
-# scheduler that serialises; the training devices are all sub-additive), dead-code pruning on a quarter of the devices (U(-3, 1) clipped at 0; no bundle device
-# prunes), jitters up to the caps.
+# scheduler that serialises; the training devices are all sub-additive), dead-code pruning
+# on a quarter of the devices (U(-3, 1) clipped at 0; no bundle device prunes), jitters up
+# to the caps.
 BROAD_LOW = np.array([np.log(0.1), -2.5] + [0.0] * 5 + [-0.5, -3.0, np.log(1e-3), np.log(1e-3)])
 BROAD_HIGH = np.array([np.log(1000.0), 2.0] + [0.0] * 5 + [1.0, 1.0, np.log(0.3),
                                                           np.log(MAX_ARCH_JITTER)])

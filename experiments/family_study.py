@@ -92,7 +92,7 @@ def study_family(benchmark: tables.Benchmark, config, workdir: str, methods: lis
   made = {name: registry.make_methods(name, workdir, proxy) for name in methods}
   results = protocol.evaluate(
       target, made, target.devices, target.datasets,
-      lambda device: [protocol.percentile_budget(target.latency(device), q) for q in PERCENTILES],
+      protocol.percentile_budgets(target, PERCENTILES),
       int(config.num_probes), episodes, seed=0, proxy=proxy, isolated=isolated,
       progress=lambda cells: progress.bar(cells, desc=f"evaluate {family}", unit="cell"))
   result = dict(family=family, devices=members[family], proxy=proxy, methods=methods,

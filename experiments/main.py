@@ -62,8 +62,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   methods = {name: registry.make_methods(name, workdir, config.proxy) for name in _METHODS}
   results = protocol.evaluate(
       benchmark, methods, benchmark.devices, benchmark.datasets,
-      lambda device: [protocol.percentile_budget(benchmark.latency(device), q)
-                      for q in (10, 25, 50)],
+      protocol.percentile_budgets(benchmark),
       config.num_probes, episodes, seed=0, proxy=config.proxy,
       progress=lambda cells: progress.bar(cells, desc="evaluate", unit="cell"))
   print(protocol.format_table(results["rows"], results["summary"]))

@@ -110,8 +110,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   devices = cli.names("--devices", fv.devices, benchmark.devices)
   benchmark = benchmark.select_devices(devices)
   cli.check_proxy(benchmark, fv.proxy, datasets)
-  budgets = lambda device: [protocol.percentile_budget(benchmark.latency(device), q)
-                            for q in (10, 25, 50)]
+  budgets = protocol.percentile_budgets(benchmark)
   protocol.grid_cells(benchmark, dict.fromkeys(names), devices, datasets, budgets, fv.proxy)
   cli.note_unused_checkpoint(fv.checkpoint, names)
   methods = {name: registry.make_methods(name, fv.checkpoint, fv.proxy) for name in names}

@@ -87,6 +87,12 @@ def percentile_budget(latency_ms: np.ndarray, q: float) -> Budget:
   return Budget(float(np.nanpercentile(latency_ms, q)), q)
 
 
+def percentile_budgets(benchmark: Benchmark, percentiles: Sequence[float] = (10, 25, 50)
+                       ) -> Callable[[str], list[Budget]]:
+  """`budgets(device)` for `evaluate`: PROTOCOL.md's budgets, percentiles of each device."""
+  return lambda device: [percentile_budget(benchmark.latency(device), q) for q in percentiles]
+
+
 def check_budget(device: str, latency_ms: np.ndarray, budget: Budget) -> None:
   fastest = float(np.nanmin(latency_ms))
   if budget.budget_ms < fastest:

@@ -29,7 +29,7 @@ import numpy as np
 from hwnas_jax.benchmark import onnx_export
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.devices import time_onnx
-from hwnas_jax.devices.host import Measurement
+from hwnas_jax.devices.host import Measurement, summarize_times
 from hwnas_jax.devices.interface import DeviceError
 
 MODEL_PLACEHOLDER = "{model}"
@@ -63,10 +63,9 @@ def spread_stats(times_ms, median_ms: float, iqr_ms: float | None = None) -> dic
   """The Measurement's spread fields from every timing (NaN where none was given)."""
   times = np.asarray(times_ms if times_ms is not None else [], np.float64)
   if times.size:
-    q25, q75 = np.percentile(times, [25, 50, 75])[[0, 2]]
-    return {"latency_ms": median_ms, "iqr_ms": float(q75 - q25) if iqr_ms is None else iqr_ms,
-            "std_ms": float(np.std(times)), "min_ms": float(times.min()),
-            "max_ms": float(times.max())}
+    stats = summarize_times(times / 1e3)
+    return {**stats, "latency_ms": median_ms,
+            "iqr_ms": stats["iqr_ms"] if iqr_ms is None else iqr_ms}
   nan = math.nan
   return {"latency_ms": median_ms, "iqr_ms": nan if iqr_ms is None else iqr_ms,
           "std_ms": nan, "min_ms": median_ms, "max_ms": median_ms}

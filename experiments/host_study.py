@@ -71,8 +71,8 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_enum("device", "host", ["host", "onnxruntime"], "This machine through XLA "
                     "(host) or through onnxruntime (the exported model).", flag_values=fv)
   flags.DEFINE_integer("threads", 1, "onnxruntime: intra-op threads.", flag_values=fv)
-  flags.DEFINE_enum("statistic", "median", ["median", "min"], "onnxruntime, command: a probe "
-                    "is the median or the fastest of its timed runs.", flag_values=fv)
+  flags.DEFINE_enum("statistic", "median", ["median", "min"], "A probe is the median or "
+                    "the fastest of its timed runs (host, onnxruntime, command).", flag_values=fv)
   flags.DEFINE_enum("timing", "direct", ["direct", "reference"], "Probes timed directly, or "
                     "against a reference network before and after each (devices.drift).",
                     flag_values=fv)

@@ -43,10 +43,12 @@ def resolve_method(name: str, checkpoint: str | None = None,
 def make_device(spec: str, dataset: str, host_kwargs: dict[str, Any] | None = None,
                 data_dir: str | None = None, runtime_kwargs: dict[str, Any] | None = None):
   """The device named by --device, and its latency table (None for a live device).
-  `runtime_kwargs` (threads, timeout_s, model_dir, statistic) go to the onnxruntime and command devices."""
+  `runtime_kwargs` (threads, timeout_s, model_dir, statistic) go to the onnxruntime and command
+  devices; the host reads `statistic` of them."""
   if spec == "host":
     from hwnas_jax.devices import host  # pylint: disable=import-outside-toplevel
-    return host.HostDevice(dataset=dataset, **(host_kwargs or {})), None
+    statistic = (runtime_kwargs or {}).get("statistic", "median")
+    return host.HostDevice(dataset=dataset, statistic=statistic, **(host_kwargs or {})), None
   if spec == "onnxruntime" or spec.startswith("command:"):
     return make_runtime_device(spec, dataset, host_kwargs or {}, runtime_kwargs or {}), None
   if not spec.startswith("table:"):

@@ -52,6 +52,10 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_integer("seed", 0, "Seed of the episodes.", flag_values=fv)
   flags.DEFINE_float("noise", 0.0, "Probe noise sigma: a probe is table x exp(sigma x N(0, 1)) "
                      "(PROTOCOL.md, noisy devices); 0 = the exact table.", flag_values=fv)
+  flags.DEFINE_string("noise_prior", None, "What every method is told of the probe noise: a "
+                      "sigma (0.05), a range LOW:HIGH (0.02:0.1), or 'known' (the simulated "
+                      "sigma of each cell). Default: nothing, the headline protocol.",
+                      flag_values=fv)
   flags.DEFINE_list("methods", ["random", "rea", "lsq", "oracle", "proxy_oracle"],
                     "Methods and references to evaluate.", flag_values=fv)
   flags.DEFINE_string("checkpoint", None, "meta_train --workdir(s), comma-separated "
@@ -101,6 +105,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   probes, episodes = cli.whole("--probes", fv.probes), cli.whole("--episodes", fv.episodes)
   seed, noise = cli.whole("--seed", fv.seed, minimum=0), cli.number("--noise", fv.noise)
   protocol.check_settings(probes, episodes, seed, noise)
+  noise_prior = protocol.task_noise_prior(fv.noise_prior, noise)
   names = cli.names("--methods", fv.methods, registry.NAMES)
   datasets = cli.names("--datasets", fv.datasets, searchspace.DATASETS)
   benchmark = tables.load_benchmark(fv.data_dir, fv.latency_file,
@@ -117,7 +122,8 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   methods = {name: registry.make_methods(name, fv.checkpoint, fv.proxy) for name in names}
   print(f"benchmark: {benchmark.source}; latency file: "
         f"{fv.latency_file or 'bundle latency_ms.npz'}; devices: {', '.join(devices)}; "
-        f"proxy {fv.proxy}; noise sigma {noise:g}")
+        f"proxy {fv.proxy}; noise sigma {noise:g}; methods told of the noise: "
+        f"{'nothing' if noise_prior is None else 'sigma %g to %g' % noise_prior}")
   cell_log = None
   if output:  # every finished cell kept as it finishes; a rerun resumes them
     settings = {name: fv[name].value for name in RESULT_FLAGS}
@@ -126,7 +132,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   results = protocol.evaluate(
       benchmark, methods, devices, datasets, budgets, probes, episodes, seed, noise=noise,
       proxy=fv.proxy, progress=lambda cells: progress.bar(cells, desc="cells", unit="cell"),
-      isolated=fv.isolate, cell_log=cell_log,
+      isolated=fv.isolate, cell_log=cell_log, noise_prior=fv.noise_prior,
       episode_progress=lambda e: progress.bar(e, desc="episodes", unit="episode", leave=False,
                                               delay=EPISODE_BAR_DELAY_S))
   print(protocol.format_table(results["rows"], results["summary"]))
@@ -139,7 +145,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
 # The flags that decide a results file's numbers: a partial file of other values is not resumed.
 RESULT_FLAGS = ("data_dir", "latency_file", "proxy_files", "proxy_dirs", "proxy", "devices",
                 "datasets", "budgets", "budget_ms", "probes", "episodes", "seed", "noise",
-                "methods", "checkpoint")
+                "noise_prior", "methods", "checkpoint")
 EPISODE_BAR_DELAY_S = 60.0  # a cell shows its episodes once it has run this long
 
 

@@ -64,8 +64,11 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
                     "the device only through `measure`; --noisolate runs it in-process "
                     "(trusted code only).", flag_values=fv)
   flags.DEFINE_integer("threads", 1, "onnxruntime: intra-op threads.", flag_values=fv)
-  flags.DEFINE_enum("statistic", "median", ["median", "min"], "onnxruntime, command: a probe "
-                    "is the median or the fastest of its timed runs.", flag_values=fv)
+  flags.DEFINE_string("noise_prior", None, "The device's probe noise when it is known (from "
+                      "earlier searches: experiments.store --noise): a sigma (0.05) or a range "
+                      "LOW:HIGH. Default: unknown.", flag_values=fv)
+  flags.DEFINE_enum("statistic", "median", ["median", "min"], "A probe is the median or "
+                    "the fastest of its timed runs (host, onnxruntime, command).", flag_values=fv)
   flags.DEFINE_float("command_timeout_s", 300.0, "command: seconds before a probe fails.",
                      flag_values=fv)
   flags.DEFINE_string("model_dir", None, "onnxruntime, command: folder of the exported models "
@@ -96,7 +99,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   dataset = fv.dataset
   benchmark = tables.load_benchmark(fv.data_dir)
   proxy = benchmark.proxy(dataset, cli.check_proxy(benchmark, fv.proxy, [dataset]))
-  task = interface.Task(dataset, budget_ms, probes, proxy)
+  task = interface.Task(dataset, budget_ms, probes, proxy, noise_prior=fv.noise_prior)
   method = session.resolve_method(fv.method, fv.checkpoint)
   runtime_kwargs = {"statistic": fv.statistic, "threads": cli.whole("--threads", fv.threads),
                     "model_dir": fv.model_dir,

@@ -47,6 +47,10 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
                       flag_values=fv)
   flags.DEFINE_string("checkpoint", None, "meta_train --workdir(s) of the controllers.",
                       flag_values=fv)
+  flags.DEFINE_string("noise_prior", None, "What every method is told of the probe noise: a "
+                      "sigma (0.05), a range LOW:HIGH (0.02:0.1), or 'known' (each value's "
+                      "sigma when sweeping the noise). Default: nothing, the headline protocol.",
+                      flag_values=fv)
   flags.DEFINE_list("methods", ["controller", "lsq", "random"], "Methods.", flag_values=fv)
   flags.DEFINE_integer("episodes", 25, "Episodes per cell.", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seed of the episodes.", flag_values=fv)
@@ -104,6 +108,8 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   cli.checked_output(os.path.splitext(output)[0] + ".png", flag="--output's PNG")
   probes, noise = cli.whole("--probes", fv.probes), cli.number("--noise", fv.noise)
   episodes, seed = cli.whole("--episodes", fv.episodes), cli.whole("--seed", fv.seed, 0)
+  for value in (values if fv.sweep == "noise" else [noise]):
+    protocol.task_noise_prior(fv.noise_prior, value)  # refused before any cell runs
   names = cli.names("--methods", fv.methods, registry.NAMES)
   datasets = cli.names("--datasets", fv.datasets, searchspace.DATASETS)
   benchmark = tables.load_benchmark(fv.data_dir)
@@ -120,14 +126,16 @@ def main(argv, fv: flags.FlagValues = FLAGS):
     results = protocol.evaluate(
         benchmark, methods, devices, datasets, budgets,
         value if fv.sweep == "probes" else probes, episodes, seed,
-        noise=value if fv.sweep == "noise" else noise, proxy=fv.proxy)
+        noise=value if fv.sweep == "noise" else noise, proxy=fv.proxy,
+        noise_prior=fv.noise_prior)
     for name, summary in results["summary"].items():
       curve[name][value] = summary
   print(format_curve(curve, label))
   with open(output, "w") as f:
     json.dump({"sweep": fv.sweep, "devices": devices, "datasets": datasets,
                "episodes": episodes, "seed": seed, "probes": probes,
-               "noise": noise, "proxy": fv.proxy, "curve": curve}, f, indent=1)
+               "noise": noise, "noise_prior": fv.noise_prior, "proxy": fv.proxy,
+               "curve": curve}, f, indent=1)
   fig = curve_figure(curve, fv.sweep, num_cells=len(devices) * len(datasets) * 3)
   png = os.path.splitext(output)[0] + ".png"
   fig.savefig(png, dpi=120)

@@ -168,6 +168,10 @@ def _task(budget_ms=2.0, num_probes=2, proxy=None):
   return interface.Task("cifar10", budget_ms, num_probes, np.zeros(N) if proxy is None else proxy)
 
 
+def _task_with_noise_prior(noise_prior):
+  return interface.Task("cifar10", 2.0, 2, np.zeros(N), noise_prior=noise_prior)
+
+
 def _episode(method, latency_ms=None, num_probes=2):
   device = TableDevice("toy", np.ones(N) if latency_ms is None else latency_ms)
   return protocol.run_episode(method, _task(num_probes=num_probes), device, np.ones(N),
@@ -390,6 +394,19 @@ ROWS = [
      lambda c: entry(evaluate, "--budget_ms=nan")),
     ("budget_ms_not_a_number", ValueError, r"--budget_ms: '5ms' is not a number",
      lambda c: entry(evaluate, "--budget_ms=5ms")),
+    ("noise_prior_malformed", ValueError, r"noise prior must be a sigma >= 0.*got 'loud'",
+     lambda c: entry(evaluate, "--noise_prior=loud")),
+    ("noise_prior_decreasing_range", ValueError, r"noise prior must be .*got '0.2:0.1'",
+     lambda c: entry(sweep, "--noise_prior=0.2:0.1")),
+    ("noise_prior_known_on_a_live_search", ValueError, r"noise prior must be .*got 'known'",
+     lambda c: _task_with_noise_prior("known")),
+    ("config_num_probes_range_decreasing", ValueError,
+     r"config\.num_probes_range must satisfy 1 <= low <= high, got \(20, 3\)",
+     lambda c: config_lib.validate(_config(num_probes_range=(20, 3)))),
+    ("config_num_probes_range_paper", ValueError,
+     r"config\.num_probes_range: the paper controller's history has a fixed K",
+     lambda c: config_lib.validate(_config(name="paper_controller", prior="paper",
+                                           num_probes_range=(3, 20)))),
     ("budget_ms_unknown_device", ValueError,
      r"--budget_ms names device 'pixel3', not among --devices eyeriss",
      lambda c: entry(evaluate, "--devices=eyeriss", "--budget_ms=eyeriss:5,pixel3:4")),

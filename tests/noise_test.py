@@ -61,3 +61,36 @@ def test_inf_is_far_over_and_never_an_answer():
   stats = _stats([4, 4], [float("inf"), float("inf")])
   assert float(stats.confidence[0]) == pytest.approx(0.0, abs=1e-6)
   assert not bool(stats.any_within[0])
+
+
+def test_noise_prior_is_parsed_and_malformed_ones_are_refused():
+  assert noise.checked_noise_prior(None) is None
+  assert noise.checked_noise_prior("0.05") == (0.05, 0.05)
+  assert noise.checked_noise_prior("0.02:0.1") == (0.02, 0.1)
+  assert noise.checked_noise_prior((0, 0.1)) == (0.0, 0.1)
+  for bad in ("abc", "-0.1", "0.2:0.1", "1:2:3", "", float("nan"), float("inf"), True, (1, 2, 3)):
+    with pytest.raises(ValueError, match="noise prior"):
+      noise.checked_noise_prior(bad)
+
+
+def test_noise_prior_keeps_the_grid_inside_its_range():
+  allowed = noise.sigma_log_prior("0.02:0.1") == 0
+  assert np.all(noise.SIGMA_GRID[allowed] >= 0.02) and np.all(noise.SIGMA_GRID[allowed] <= 0.1)
+  assert allowed.sum() > 1
+  # No grid point inside: the nearest one (sigma 0 is the grid's smallest, 0.5 its largest).
+  assert np.flatnonzero(noise.sigma_log_prior(0) == 0).tolist() == [0]
+  assert np.flatnonzero(noise.sigma_log_prior(0.5) == 0).tolist() == [len(noise.SIGMA_GRID) - 1]
+  assert np.all(noise.sigma_log_prior(None) == 0)
+
+
+def test_a_known_exact_device_trusts_a_single_probe():
+  proxy = np.zeros(100)
+  proxy[[20, 30]] = [2.0, 3.0]
+  # 30 measured once at 0.99 x budget: unknown noise cannot confirm it, the most confident
+  # probe (20) is the answer; told the device is exact, 30 is confirmed by its one probe.
+  assert noise.answer([20, 30], [0.6, 0.99], 1.0, proxy)[0] == 20
+  answer, stats = noise.answer([20, 30], [0.6, 0.99], 1.0, proxy, noise_prior=0.0)
+  assert answer == 30 and stats.confidence[1] >= noise.MIN_CONFIDENCE
+  # Told the device is very noisy, even 0.75 x budget is no confirmation from one probe.
+  _, stats = noise.answer([20, 30], [0.75, 0.99], 1.0, proxy, noise_prior="0.3")
+  assert stats.confidence[0] < noise.MIN_CONFIDENCE

@@ -166,3 +166,32 @@ def test_seeds_are_averaged_with_their_spread():
   assert row["mean_accuracy"] == pytest.approx(expected / 2)
   summary = protocol.summarize([row])["c"]
   assert summary["mean_accuracy_seed_std"] == pytest.approx(expected / 2)
+
+
+def test_a_known_noise_level_changes_what_lsq_does_and_is_recorded():
+  """Told the noise (`Task.noise_prior`), lsq spends no repeat to learn it; the harness
+  tells every method the cell's sigma with `noise_prior="known"` and records it."""
+  from hwnas_jax.search import baselines  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  latency = rng.uniform(1.0, 3.0, N)
+  proxy = rng.normal(size=N)
+
+  def probes(sigma, noise_prior):
+    device = interface.ProbeBudget(
+        NoisyTableDevice("toy", latency, sigma=sigma, rng=np.random.default_rng(0)), 8)
+    task = interface.Task("cifar10", 2.0, 8, proxy, noise_prior=noise_prior)
+    baselines.least_squares(task, device.handle, np.random.default_rng(0))
+    return [p.index for p in device.probes]
+
+  # An exact device: unknown, lsq re-measures a probe near the budget to learn the noise;
+  # known, it trusts single probes and spends all 8 on different architectures.
+  assert len(set(probes(0.0, None))) < 8 and len(set(probes(0.0, 0.0))) == 8
+  assert probes(0.02, None) != probes(0.02, 0.02)
+  bench = _benchmark()
+  cell = protocol.evaluate_cell("lsq", [baselines.least_squares], bench, "toy", "cifar10",
+                                protocol.percentile_budget(bench.latency("toy"), 50), 4, 1, 0,
+                                noise=0.05, proxy="mean:naswot", isolated=False,
+                                noise_prior=protocol.KNOWN_NOISE)
+  assert cell["noise_prior"] == (0.05, 0.05)
+  with pytest.raises(ValueError, match="noise prior"):
+    protocol.task_noise_prior("0.1:0.05", 0.0)

@@ -16,6 +16,10 @@ show the noise to be small, it is assumed large. The answer rule built on it (`a
 architecture among those measured within budget at least once whose confidence reaches
 `MIN_CONFIDENCE`; if none does, the most confident of those measured within budget.
 
+A device's noise is stable from one search to the next, so a user may know it: a noise prior
+(`checked_noise_prior`: a sigma, or a range of them) restricts the grid to that range, and
+on a device known to be exact a single probe within budget is trusted.
+
 Everything is a pure jnp function of fixed-size probe arrays (K slots, the first
 `num_probed` used), so the jitted episodes of meta-training and the numpy search methods
 call the same code.
@@ -66,15 +70,72 @@ def log_rel(latency_ms, budget_ms):
   return jnp.minimum(jnp.log(jnp.maximum(ratio, 1e-30)), LOG_REL_CAP)
 
 
-def sigma_posterior(ss, df):
+def checked_noise_prior(noise_prior) -> tuple[float, float] | None:
+  """A noise prior as (lowest, highest) sigma: None (unknown), a sigma, a pair, or text
+  "0.05" or "0.02:0.1" (a flag's value). ValueError for anything that is not a finite
+  sigma >= 0 or an increasing pair of them."""
+  if noise_prior is None:
+    return None
+  if isinstance(noise_prior, str):
+    text = noise_prior.strip()
+    parts = text.split(":") if ":" in text else [text]
+    try:
+      values = [float(part) for part in parts]
+    except ValueError:
+      values = []
+  elif isinstance(noise_prior, (bool, np.bool_)):
+    values = []
+  elif np.ndim(noise_prior) == 0:
+    values = [noise_prior]
+  else:
+    values = list(noise_prior)
+  try:
+    values = [float(v) for v in values if not isinstance(v, (bool, np.bool_))]
+  except (TypeError, ValueError):
+    values = []
+  if (len(values) not in (1, 2) or not all(np.isfinite(values)) or min(values) < 0
+      or values[0] > values[-1]):
+    raise ValueError(f"noise prior must be a sigma >= 0 (0.05) or a range LOW:HIGH "
+                     f"(0.02:0.1) of the probes' log-normal noise, got {noise_prior!r}")
+  return values[0], values[-1]
+
+
+def sigma_log_prior(noise_prior=None) -> np.ndarray:
+  """Log prior weights over SIGMA_GRID (0: allowed, very negative: ruled out) of a noise
+  prior (`checked_noise_prior`); unknown noise allows every sigma of the grid."""
+  bounds = checked_noise_prior(noise_prior)
+  if bounds is None:
+    return np.zeros(len(SIGMA_GRID), np.float32)
+  return np.asarray(range_log_prior(*bounds))
+
+
+def range_log_prior(low, high):
+  """`sigma_log_prior` of the range [low, high] (jnp: vmappable over ranges): the grid's
+  sigmas inside it, or the nearest one when none is (an exact device, sigma 0, is the
+  grid's smallest)."""
+  grid = jnp.asarray(SIGMA_GRID)
+  inside = (grid >= low * (1 - 1e-6)) & (grid <= high * (1 + 1e-6))
+  distance = jnp.minimum(jnp.abs(jnp.log(grid / jnp.maximum(low, 1e-9))),
+                         jnp.abs(jnp.log(grid / jnp.maximum(high, 1e-9))))
+  nearest = distance == jnp.min(distance)
+  return jnp.where(jnp.where(inside.any(), inside, nearest), 0.0, RULED_OUT).astype(jnp.float32)
+
+
+RULED_OUT = -1e9  # the log prior of a sigma outside a known range (finite: softmax stays defined)
+
+
+def sigma_posterior(ss, df, log_prior=None):
   """Weights over SIGMA_GRID given a pooled within-architecture sum of squares `ss`."""
   sigma = jnp.asarray(SIGMA_GRID)
   log_like = -df * jnp.log(sigma) - ss / (2.0 * sigma**2)
+  if log_prior is not None:
+    log_like = log_like + log_prior
   return jax.nn.softmax(log_like)
 
 
-def probe_stats(probe_index, log_rel_probes, num_probed) -> ProbeStats:
-  """Statistics of the first `num_probed` of K probe slots (index, log(latency / budget))."""
+def probe_stats(probe_index, log_rel_probes, num_probed, log_prior=None) -> ProbeStats:
+  """Statistics of the first `num_probed` of K probe slots (index, log(latency / budget));
+  `log_prior` (`sigma_log_prior`) what is known of the noise before any probe."""
   num_slots = probe_index.shape[0]
   used = jnp.arange(num_slots) < num_probed
   same = (probe_index[:, None] == probe_index[None, :]) & used[:, None] & used[None, :]
@@ -85,7 +146,7 @@ def probe_stats(probe_index, log_rel_probes, num_probed) -> ProbeStats:
   any_within = (same & (y[None, :] <= 0.0)).any(1)
   ss = jnp.sum(jnp.where(used, (y - mean)**2, 0.0))
   df = jnp.sum(jnp.where(used, 1.0 - 1.0 / safe_count, 0.0))
-  weights = sigma_posterior(ss, df)
+  weights = sigma_posterior(ss, df, log_prior)
   sigma = jnp.asarray(SIGMA_GRID)
   upper = sigma[jnp.argmax(jnp.cumsum(weights) >= SIGMA_QUANTILE)]
   confidence = jnp.where(used, jax.scipy.stats.norm.cdf(-mean * jnp.sqrt(safe_count) / upper),
@@ -108,15 +169,16 @@ def answer_slot(stats: ProbeStats, slot_proxy, min_confidence=MIN_CONFIDENCE):
 
 
 @jax.jit
-def _answer(probe_index, log_rel_probes, num_probed, slot_proxy, min_confidence):
-  stats = probe_stats(probe_index, log_rel_probes, num_probed)
+def _answer(probe_index, log_rel_probes, num_probed, slot_proxy, min_confidence, log_prior):
+  stats = probe_stats(probe_index, log_rel_probes, num_probed, log_prior)
   slot, found = answer_slot(stats, slot_proxy, min_confidence)
   return slot, found, stats
 
 
 def answer(indices, latencies_ms, budget_ms: float, proxy: np.ndarray,
-           min_confidence: float = MIN_CONFIDENCE):
-  """The rule on a list of probes (numpy in, index or None out), with its statistics.
+           min_confidence: float = MIN_CONFIDENCE, noise_prior=None):
+  """The rule on a list of probes (numpy in, index or None out), with its statistics;
+  `noise_prior` (`checked_noise_prior`) what is known of the device's noise.
 
   Slots are padded to a power of two so that few shapes are ever compiled.
   """
@@ -131,7 +193,7 @@ def answer(indices, latencies_ms, budget_ms: float, proxy: np.ndarray,
   slot_proxy = np.zeros(size, np.float32)
   slot_proxy[:num] = np.asarray(proxy)[np.asarray(indices)]
   slot, found, stats = _answer(index, rel, np.int32(num), slot_proxy,
-                               np.float32(min_confidence))
+                               np.float32(min_confidence), sigma_log_prior(noise_prior))
   return (int(index[int(slot)]) if bool(found) else None), jax.tree.map(
       lambda x: np.asarray(x)[:num] if np.ndim(x) == 1 and len(x) == size else np.asarray(x),
       stats)

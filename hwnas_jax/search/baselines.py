@@ -114,7 +114,7 @@ def least_squares_step(task: interface.Task, indices: Sequence[int], latencies: 
   if uniform and len(indices) < len(first_probes):
     return uniform[0]
   best, stats = noise.answer(list(indices), list(latencies), task.budget_ms, task.proxy,
-                             min_confidence)
+                             min_confidence, task.noise_prior)
   unconfirmed = [
       indices[k] for k in range(len(indices))
       if stats.first[k] and stats.any_within[k] and stats.confidence[k] < min_confidence
@@ -153,7 +153,8 @@ def least_squares(task: interface.Task, device: interface.ProbeHandle, rng: np.r
     over the confirmed answer times the probability that its true latency is low enough to
     be confirmed by two probes (the fit's misfit, from its residuals, and the noise).
   The answer is `noise.answer`'s: the best confirmed architecture, else the most confident.
-  On an exact device one or two repeats show that there is no noise and the margins vanish.
+  On an exact device one or two repeats show that there is no noise and the margins vanish;
+  told the noise (`task.noise_prior`), it needs no repeat to know it.
   Defaults chosen on the 13 training devices of version 0.2.0 only (see BUILD_NOTES), never on
   validation.
   """
@@ -165,7 +166,7 @@ def least_squares(task: interface.Task, device: interface.ProbeHandle, rng: np.r
     indices.append(index)
     latencies.append(device.measure(index))
   return noise.answer(indices, latencies, task.budget_ms, task.proxy,
-                      settings.get("min_confidence", noise.MIN_CONFIDENCE))[0]
+                      settings.get("min_confidence", noise.MIN_CONFIDENCE), task.noise_prior)[0]
 
 
 BASELINES: dict[str, interface.Method] = {

@@ -43,14 +43,15 @@ def controller_method(model: controller_lib.Controller, params) -> interface.Met
              rng: np.random.Generator) -> int | None:
     del rng  # greedy: the device's answers are the only source of variation
     proxy_std = _standardized(np.asarray(task.proxy, np.float64).tobytes())
-    obs = env.empty_observation(task.num_probes)
+    obs = env.empty_observation(task.num_probes, noise_prior=task.noise_prior)
     indices, latencies = [], []
     for _ in range(task.num_probes):
       index = int(choose(obs, proxy_std))
       latencies.append(target.measure(index))
       indices.append(index)
       obs = observe(obs, index, min(latencies[-1] / task.budget_ms, MAX_LATENCY_REL))
-    return noise.answer(indices, latencies, task.budget_ms, task.proxy)[0]
+    return noise.answer(indices, latencies, task.budget_ms, task.proxy,
+                        noise_prior=task.noise_prior)[0]
 
   return method
 

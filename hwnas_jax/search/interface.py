@@ -19,6 +19,7 @@ import numpy as np
 
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
+from hwnas_jax.devices import noise
 from hwnas_jax.devices.interface import Device, DeviceError
 
 
@@ -28,19 +29,23 @@ class Task:
 
   `latency_range_ms`, the target table's fastest and slowest latency, is given only to a
   method that declares `reads_table_range` (the paper-faithful controller, as the authors'
-  code read it); every other method gets None.
+  code read it); every other method gets None. `noise_prior`, the device's probe noise
+  when it is known (a (lowest, highest) sigma, `noise.checked_noise_prior`), lets a method
+  trust a single probe on an exact device; None, the headline protocol, tells nothing.
   """
   dataset: str
   budget_ms: float
   num_probes: int
   proxy: np.ndarray  # (15625,) accuracy proxy, free of charge
   latency_range_ms: tuple[float, float] | None = None
+  noise_prior: tuple[float, float] | None = None
 
   def __post_init__(self):
     """Checked once here, where every harness and method meets it: a NaN budget or a proxy
     of the wrong shape would otherwise run and give answers that mean nothing."""
     object.__setattr__(self, "budget_ms", checked_budget_ms(self.budget_ms))
     object.__setattr__(self, "num_probes", checked_num_probes(self.num_probes))
+    object.__setattr__(self, "noise_prior", noise.checked_noise_prior(self.noise_prior))
     try:
       proxy = np.asarray(self.proxy, dtype=np.float64)
     except (TypeError, ValueError) as error:

@@ -21,6 +21,7 @@ from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import checks
 from hwnas_jax.benchmark import tables
 from hwnas_jax.benchmark.tables import Benchmark
+from hwnas_jax.devices.noise import checked_noise_prior
 from hwnas_jax.devices.table import NoisyTableDevice, TableDevice
 from hwnas_jax.search import interface
 from hwnas_jax.search import isolation
@@ -98,6 +99,18 @@ def check_budget(device: str, latency_ms: np.ndarray, budget: Budget) -> None:
   if budget.budget_ms < fastest:
     raise ValueError(f"budget {budget.budget_ms:.4g} ms on {device!r} is below every "
                      f"architecture (the fastest takes {fastest:.4g} ms)")
+
+
+# `noise_prior=KNOWN_NOISE`: each method is told the simulated noise sigma of the cell.
+KNOWN_NOISE = "known"
+
+
+def task_noise_prior(noise_prior, noise: float):
+  """What a cell's task says of the noise: None (nothing: the headline protocol), the
+  cell's own sigma for KNOWN_NOISE, else the given sigma or range, checked."""
+  if isinstance(noise_prior, str) and noise_prior.strip() == KNOWN_NOISE:
+    return (float(noise), float(noise))
+  return checked_noise_prior(noise_prior)
 
 
 def check_settings(num_probes, num_episodes, seed, noise) -> None:
@@ -196,8 +209,10 @@ def evaluate_cell(method_name: str, methods: Sequence[interface.Method] | None,
                   benchmark: Benchmark, device: str, dataset: str, budget: Budget,
                   num_probes: int, num_episodes: int, seed: int, noise: float = 0.0,
                   proxy: str = aggregate.DEFAULT_PROXY, isolated: bool = True,
-                  episode_progress: Callable[[Iterable], Iterable] = iter) -> dict:
-  """One row of the results table.
+                  episode_progress: Callable[[Iterable], Iterable] = iter,
+                  noise_prior=None) -> dict:
+  """One row of the results table; `noise_prior` what its task says of the noise
+  (`task_noise_prior`).
 
   `methods` holds one method per trained seed (one for a hand-written baseline); None
   means a reference of REFERENCES. With several seeds the row's numbers are means over
@@ -215,7 +230,8 @@ def evaluate_cell(method_name: str, methods: Sequence[interface.Method] | None,
     reference = REFERENCES[method_name](latency_ms, accuracy, proxy, budget.budget_ms)
     scores, valid = np.full((1, num_episodes), accuracy[reference]), np.ones((1, num_episodes))
   else:
-    task = interface.Task(dataset, budget.budget_ms, num_probes, proxy)
+    task = interface.Task(dataset, budget.budget_ms, num_probes, proxy,
+                          noise_prior=task_noise_prior(noise_prior, noise))
     table = tables.frozen(latency_ms)  # the harness's copy, which no method can write
     results = []
     runner = isolation.Runner(isolated)
@@ -234,7 +250,7 @@ def evaluate_cell(method_name: str, methods: Sequence[interface.Method] | None,
       "method": method_name, "device": device, "dataset": dataset,
       "budget_percentile": budget.percentile, "budget_ms": budget.budget_ms,
       "probes": num_probes, "episodes": num_episodes, "noise": float(noise),
-      "proxy": proxy_name,
+      "noise_prior": task_noise_prior(noise_prior, noise), "proxy": proxy_name,
       "seeds": len(seed_means),
       "mean_accuracy": mean_accuracy, "std_accuracy": float(np.std(scores)),
       "seed_mean_accuracy": seed_means.tolist(),
@@ -309,15 +325,18 @@ def evaluate(benchmark: Benchmark, methods: Mapping[str, Sequence[interface.Meth
              seed: int, progress: Callable[[Iterable], Iterable] = iter,
              noise: float = 0.0, proxy: str = aggregate.DEFAULT_PROXY,
              isolated: bool = True, cell_log: resume.CellLog | None = None,
-             episode_progress: Callable[[Iterable], Iterable] = iter) -> dict:
+             episode_progress: Callable[[Iterable], Iterable] = iter,
+             noise_prior=None) -> dict:
   """Every cell of the grid; `budgets(device)` gives that device's budgets. `methods` maps
   a name to its methods (one per seed; `registry.make_methods`) or None for a reference.
   Every input is checked (`check_settings`, `grid_cells`) before the first cell runs.
   `isolated`: each method runs in a process of its own, one for the whole grid
   (`isolation.Runner`), one for the whole grid; False runs them in-process (trusted code
   only). `cell_log` (`resume.CellLog`) gives the cells that finished before, and records
-  each cell as it finishes; `episode_progress` wraps each method's episodes of a cell."""
+  each cell as it finishes; `episode_progress` wraps each method's episodes of a cell.
+  `noise_prior`: what every task says of the noise (`task_noise_prior`; None: nothing)."""
   check_settings(num_probes, num_episodes, seed, noise)
+  task_noise_prior(noise_prior, noise)  # a malformed prior is refused before any cell
   for name, seeds in methods.items():
     if seeds is not None and (isinstance(seeds, str) or not hasattr(seeds, "__len__")
                               or not seeds or not all(map(callable, seeds))):
@@ -338,7 +357,7 @@ def evaluate(benchmark: Benchmark, methods: Mapping[str, Sequence[interface.Meth
       continue
     rows.append(evaluate_cell(name, methods[name], benchmark, device, dataset, budget,
                               num_probes, num_episodes, seed, noise, proxy, isolated,
-                              episode_progress))
+                              episode_progress, noise_prior))
     if cell_log is not None:
       cell_log.append(key, rows[-1])
   return {"rows": rows, "summary": summarize(rows)}

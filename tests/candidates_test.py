@@ -217,7 +217,7 @@ def test_uniform_scores_are_uniform_over_unprobed():
   obs_probe = jnp.array([[5, 9, 0]], jnp.int32)
   from hwnas_jax.metatrain import env  # pylint: disable=import-outside-toplevel
   obs = env.Observation(probe_index=obs_probe[0], latency_rel=jnp.zeros(3),
-                        num_probed=jnp.array(2), dataset=jnp.array(0))
+                        num_probed=jnp.array(2), dataset=jnp.array(0), num_probes=jnp.array(3))
   scores = jax.tree.map(lambda x: x[None], candidates.uniform_scores(obs))
   table = candidates.proxy_table(np.zeros((1, N), np.float32))
   log_prob, _ = candidates.log_prob(scores, table, jnp.array([7]))

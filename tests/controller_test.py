@@ -14,7 +14,8 @@ def _observation(indices, latency_rel, num_slots=10):
   rel = np.zeros(num_slots, np.float32)
   index[:len(indices)], rel[:len(indices)] = indices, latency_rel
   return env.Observation(probe_index=jnp.asarray(index), latency_rel=jnp.asarray(rel),
-                         num_probed=jnp.array(len(indices), jnp.int32), dataset=jnp.array(0))
+                         num_probed=jnp.array(len(indices), jnp.int32), dataset=jnp.array(0),
+                         num_probes=jnp.array(num_slots, jnp.int32))
 
 
 def test_count_groups_cover_the_space():

@@ -60,7 +60,7 @@ def test_batched_rollout_matches_python_loop(setup):
       one_row = jax.tree.map(lambda x: x[None], scores)
       action = int(candidates.sample(key_act[None], one_row, table)[0][0])
       arch = int(env.arch_of_action(state.obs, action))
-      state, reward, latency_rel, _ = env.step(key_measure, one, state, arch, proxies)
+      state, reward, latency_rel, _, _ = env.step(key_measure, one, state, arch, proxies)
       assert action == int(batched.action[i, t])
       np.testing.assert_allclose(float(reward), float(batched.reward[i, t]), rtol=1e-5, atol=1e-6)
       np.testing.assert_allclose(float(latency_rel), float(batched.latency_rel[i, t]), rtol=1e-5)
@@ -111,6 +111,27 @@ def test_invalid_penalty_is_the_return_of_an_episode_without_a_valid_answer(setu
     score, _ = env.episode_score(penalised)
     np.testing.assert_allclose(np.asarray(score), np.asarray(env.episode_score(plain)[0]),
                                rtol=1e-5)
+
+
+def test_a_batch_mixing_probe_budgets_plays_each_episode_as_alone(setup):
+  """Episodes with K = 2, 4, 6 in one batch of 6 steps: each stops at its own K (later steps
+  not live, reward 0) and plays exactly what a batch of its own K alone plays."""
+  proxies, _, apply, params, _ = setup
+  ep, _ = _params(_devices(noise=0.0), proxies)
+  own_k = np.array([2, 4, 6])
+  mixed = env.batch_rollout(apply, params, ep.replace(num_probes=jnp.asarray(own_k)),
+                            jax.random.key(0), proxies, K, greedy=True)
+  live = np.asarray(mixed.live)
+  np.testing.assert_array_equal(live.sum(1), own_k)
+  assert np.all(np.asarray(mixed.reward)[~live] == 0)
+  mixed_score, mixed_valid = env.episode_score(mixed)
+  for i, k in enumerate(own_k):
+    alone = env.batch_rollout(apply, params, ep, jax.random.key(0), proxies, int(k),
+                              greedy=True)
+    np.testing.assert_array_equal(np.asarray(mixed.arch)[i, :k], np.asarray(alone.arch)[i])
+    score, valid = env.episode_score(alone)
+    np.testing.assert_allclose(float(mixed_score[i]), float(score[i]), rtol=1e-5)
+    assert bool(mixed_valid[i]) == bool(valid[i])
 
 
 def test_deployed_controller_repeats_the_greedy_episode(setup):

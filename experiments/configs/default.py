@@ -10,6 +10,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.name = "controller"
   config.seed = 0
   config.num_probes = 10            # K: latency probes per episode
+  # K drawn per meta-training episode in [low, high], in the observation, so one checkpoint
+  # serves every K; () trains at num_probes only.
+  config.num_probes_range = ()
+  # The share of meta-training episodes told their device's noise level (`--noise_prior` when
+  # deployed); the others are told nothing, as under the headline protocol.
+  config.noise_told_share = 0.0
   config.num_devices = 4096         # synthetic-device episodes per update
   config.num_updates = 300
   config.budget_percentiles = (5.0, 60.0)  # budgets drawn as latency percentiles of each device

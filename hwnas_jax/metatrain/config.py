@@ -74,6 +74,13 @@ def _choice(config, key: str, choices) -> str:
   return config[key]
 
 
+def num_slots(config) -> int:
+  """Steps of a meta-training episode: K, or the largest K of `config.num_probes_range`
+  (episodes with a smaller K of their own stop early)."""
+  probe_range = tuple(config.get("num_probes_range", ()))
+  return max([int(config.num_probes), *(int(k) for k in probe_range[1:])])
+
+
 def validate(config) -> None:
   """ValueError, with the key and the allowed values, for anything a run cannot use."""
   _choice(config, "name", NAMES)
@@ -93,6 +100,28 @@ def validate(config) -> None:
     raise ValueError(f"config.seed must be below 2**31 - config.num_seeds, got {config.seed!r}")
   if config.name == "paper_controller" and config.num_probes < 2:
     raise ValueError("the paper controller edits its first probe: config.num_probes >= 2")
+  probe_range = config.get("num_probes_range", ())
+  if probe_range:
+    try:
+      low, high = probe_range
+      if not all(float(k).is_integer() and not isinstance(k, bool) for k in (low, high)):
+        raise ValueError
+    except (TypeError, ValueError):
+      raise ValueError("config.num_probes_range must be () or two whole numbers (low, high), "
+                       f"got {probe_range!r}") from None
+    if not 1 <= low <= high:
+      raise ValueError(f"config.num_probes_range must satisfy 1 <= low <= high, got "
+                       f"{tuple(probe_range)}")
+    if config.name == "paper_controller":
+      raise ValueError("config.num_probes_range: the paper controller's history has a fixed "
+                       "K; leave it ()")
+  told = config.get("noise_told_share", 0.0)
+  if (isinstance(told, bool) or not isinstance(told, numbers.Real)
+      or not 0 <= told <= 1):
+    raise ValueError(f"config.noise_told_share must be a number in [0, 1], got {told!r}")
+  if told and config.name == "paper_controller":
+    raise ValueError("config.noise_told_share: the paper controller sees no noise level; "
+                     "leave it 0")
   for key in ("learning_rate", "clip_eps", "max_grad_norm"):
     _positive(config, key)
   for key in ("vf_coef", "ent_coef", "gamma", "gae_lambda", "invalid_penalty"):
@@ -108,7 +137,7 @@ def validate(config) -> None:
   if not 0 < low <= high <= 100:
     raise ValueError(f"config.budget_percentiles must satisfy 0 < low <= high <= 100, got "
                      f"{tuple(config.budget_percentiles)}")
-  steps = config.num_devices // config.num_shards * config.num_probes
+  steps = config.num_devices // config.num_shards * num_slots(config)
   if config.num_devices % config.num_shards or steps % config.num_minibatches:
     raise ValueError(f"config.num_devices={config.num_devices} must split into "
                      f"config.num_shards={config.num_shards} equal shards whose "

@@ -225,9 +225,11 @@ class Controller(nn.Module):
     for slot in range(num_slots):  # K is small and static: unrolled
       new_carry, _ = cell(carry, steps[slot])
       carry = jnp.where(mask[slot], new_carry, carry)
-    progress = jnp.stack([obs.num_probed / num_slots, any_confirmed.astype(jnp.float32), best,
-                          (num_slots - obs.num_probed).astype(jnp.float32),
-                          jnp.log(stats.sigma_upper), stats.df / num_slots])
+    # Against the episode's own K, not the history's length: one policy for every K.
+    num_probes = obs.num_probes.astype(jnp.float32)
+    progress = jnp.stack([obs.num_probed / num_probes, any_confirmed.astype(jnp.float32), best,
+                          num_probes - obs.num_probed, jnp.log(stats.sigma_upper),
+                          stats.df / num_probes])
     h = nn.tanh(nn.Dense(self.hidden_size, name="summary")(jnp.concatenate([carry, progress])))
     weights = nn.Dense(NUM_FEATURES, name="weights", kernel_init=nn.initializers.zeros,
                        bias_init=lambda *_: jnp.array(INITIAL_WEIGHTS))(h)

@@ -29,18 +29,30 @@ from hwnas_jax.devices import synthetic
 
 @chex.dataclass(frozen=True)
 class Observation:
-  """What a controller sees: its own probe history (indices, latency / budget)."""
-  probe_index: jax.Array  # (K,) int32, valid for slots < num_probed
-  latency_rel: jax.Array  # (K,) float32 measured latency / budget
+  """What a controller sees: its own probe history (indices, latency / budget), how many
+  probes the episode may spend, and what it was told of the device's noise (None: nothing,
+  as in meta-training). Slots beyond `num_probes` are padding: one batch of episodes can
+  mix probe budgets."""
+  probe_index: jax.Array  # (S,) int32, valid for slots < num_probed
+  latency_rel: jax.Array  # (S,) float32 measured latency / budget
   num_probed: jax.Array   # () int32
   dataset: jax.Array      # () int32 which proxy table the episode uses
+  num_probes: jax.Array   # () int32 the episode's probe budget K <= S
+  sigma_log_prior: Any = None  # (G,) `noise.sigma_log_prior` of a known noise level
 
 
-def empty_observation(num_probes: int, dataset=0) -> Observation:
-  return Observation(probe_index=jnp.zeros(num_probes, jnp.int32),
-                     latency_rel=jnp.zeros(num_probes, jnp.float32),
+def empty_observation(num_probes: int, dataset=0, noise_prior=None,
+                      num_slots: int | None = None) -> Observation:
+  """`noise_prior` (`noise.checked_noise_prior`): the device's noise when it is known;
+  `num_slots` (static, >= any K of the batch; default `num_probes`) the history's length."""
+  num_slots = num_probes if num_slots is None else num_slots
+  return Observation(probe_index=jnp.zeros(num_slots, jnp.int32),
+                     latency_rel=jnp.zeros(num_slots, jnp.float32),
                      num_probed=jnp.array(0, jnp.int32),
-                     dataset=jnp.asarray(dataset, jnp.int32))
+                     dataset=jnp.asarray(dataset, jnp.int32),
+                     num_probes=jnp.asarray(num_probes, jnp.int32),
+                     sigma_log_prior=(None if noise_prior is None
+                                      else jnp.asarray(noise.sigma_log_prior(noise_prior))))
 
 
 def observe(obs: Observation, index, latency_rel) -> Observation:
@@ -58,6 +70,8 @@ class EpisodeParams:
   budget_ms: jax.Array      # ()
   dataset: jax.Array        # () int32
   oracle_proxy: jax.Array   # () best raw proxy within budget: the reward's scale
+  num_probes: Any = None    # () int32 the episode's K (None: the rollout's number of steps)
+  sigma_log_prior: Any = None  # (G,) what the episode is told of the noise (None: nothing)
 
 
 @chex.dataclass(frozen=True)
@@ -77,6 +91,11 @@ class Transition:
   latency_rel: jax.Array
   valid: jax.Array  # () the answer after this step is within budget, truly
   entropy: Any = None  # the policy's entropy where the actor computed it (a metric)
+  live: Any = None  # () the step was within the episode's K (None: every step is)
+
+
+# A told noise level is this factor wide either side of the device's own sigma.
+NOISE_TOLD_FACTOR = 1.5
 
 
 def quantile_by_bisection(values, fraction, iterations: int = 30):
@@ -97,8 +116,21 @@ def quantile_by_bisection(values, fraction, iterations: int = 30):
 
 def sample_episodes(key, prior, num: int, proxies_raw: jax.Array,
                     budget_percentiles=(5.0, 60.0),
-                    sample_devices: Callable = synthetic.sample_devices) -> EpisodeParams:
-  """`num` synthetic devices, each with a budget percentile and a dataset drawn at random."""
+                    sample_devices: Callable = synthetic.sample_devices,
+                    num_probes_range=(), noise_told_share: float = 0.0) -> EpisodeParams:
+  """`num` synthetic devices, each with a budget percentile and a dataset drawn at random;
+  with `num_probes_range` (low, high) a probe budget K drawn uniformly in it; with
+  `noise_told_share` > 0 that share of the episodes told their device's noise, as a range
+  NOISE_TOLD_FACTOR wide either side (what earlier searches of a device tell a user)."""
+  num_probes = None
+  if num_probes_range:
+    key, key_k = jax.random.split(key)
+    num_probes = jax.random.randint(key_k, (num,), int(num_probes_range[0]),
+                                    int(num_probes_range[1]) + 1)
+  told = None
+  if noise_told_share > 0:
+    key, key_told = jax.random.split(key)
+    told = jax.random.uniform(key_told, (num,)) < noise_told_share
   key_device, key_q, key_data = jax.random.split(key, 3)
   devices = sample_devices(key_device, prior, num)
   tables = jax.vmap(synthetic.latency_table)(devices)
@@ -110,12 +142,20 @@ def sample_episodes(key, prior, num: int, proxies_raw: jax.Array,
   dataset = jax.random.randint(key_data, (num,), 0, proxies_raw.shape[0])
   feasible = tables <= budget_ms[:, None]
   oracle = jnp.max(jnp.where(feasible, proxies_raw[dataset], 0.0), axis=1)
+  sigma_log_prior = None
+  if told is not None:
+    ranges = jax.vmap(noise.range_log_prior)(devices.noise / NOISE_TOLD_FACTOR,
+                                             devices.noise * NOISE_TOLD_FACTOR)
+    sigma_log_prior = jnp.where(told[:, None], ranges, 0.0)
   return EpisodeParams(device=devices, budget_ms=budget_ms, dataset=dataset,
-                       oracle_proxy=oracle)
+                       oracle_proxy=oracle, num_probes=num_probes,
+                       sigma_log_prior=sigma_log_prior)
 
 
-def reset(params: EpisodeParams, num_probes: int) -> EnvState:
-  return EnvState(obs=empty_observation(num_probes, params.dataset),
+def reset(params: EpisodeParams, num_slots: int) -> EnvState:
+  num_probes = num_slots if params.num_probes is None else params.num_probes
+  obs = empty_observation(num_probes, params.dataset, num_slots=num_slots)
+  return EnvState(obs=obs.replace(sigma_log_prior=params.sigma_log_prior),
                   score=jnp.array(0.0, jnp.float32))
 
 
@@ -129,7 +169,8 @@ def arch_of_action(obs: Observation, action):
 
 def probe_stats(obs: Observation) -> noise.ProbeStats:
   """What the observation's probes say (noise, confidences), for the answer and controllers."""
-  return noise.probe_stats(obs.probe_index, noise.log_rel(obs.latency_rel, 1.0), obs.num_probed)
+  return noise.probe_stats(obs.probe_index, noise.log_rel(obs.latency_rel, 1.0), obs.num_probed,
+                           obs.sigma_log_prior)
 
 
 def answer(obs: Observation, proxy) -> tuple[jax.Array, jax.Array]:
@@ -144,15 +185,18 @@ def step(key, params: EpisodeParams, state: EnvState, action, proxies_raw,
   (next state, reward, latency / budget, whether the answer is now truly within budget).
 
   Without a valid answer the score is `-invalid_penalty`, so the return of an episode that
-  ends without one is that, and the policy weighs a risky answer against a safe one."""
+  ends without one is that, and the policy weighs a risky answer against a safe one. Once
+  the episode's K probes are spent a step changes nothing (reward 0)."""
   latency_ms = synthetic.measure(params.device, action, key)
   latency_rel = (latency_ms / params.budget_ms).astype(jnp.float32)
-  obs = observe(state.obs, action, latency_rel)
+  live = state.obs.num_probed < state.obs.num_probes
+  obs = jax.tree.map(lambda new, old: jnp.where(live, new, old),
+                     observe(state.obs, action, latency_rel), state.obs)
   proxy = proxies_raw[params.dataset]
   index, found = answer(obs, proxy)
   valid = found & (synthetic.latency(params.device, index) <= params.budget_ms)
   score = jnp.where(valid, proxy[index] / params.oracle_proxy, -invalid_penalty)
-  return EnvState(obs=obs, score=score), score - state.score, latency_rel, valid
+  return EnvState(obs=obs, score=score), score - state.score, latency_rel, valid, live
 
 
 def batch_rollout(act_fn: Callable, policy_params, params: EpisodeParams, key, proxies_raw,
@@ -163,7 +207,9 @@ def batch_rollout(act_fn: Callable, policy_params, params: EpisodeParams, key, p
   chooses for the whole batch at once (leading axis: episodes), so the policy can score
   the candidates of many observations in one pass (`controller.actor`). Each episode has
   its own key (split K ways, one per step; each step's key split into the action's and
-  the measurement's).
+  the measurement's). `num_probes` is the number of steps (the slots of the history);
+  episodes with a smaller K of their own (`params.num_probes`) stop early, their later
+  steps marked not `live`.
   """
   num = params.budget_ms.shape[0]
   keys = jax.vmap(lambda k: jax.random.split(k, num_probes))(jax.random.split(key, num))
@@ -172,11 +218,13 @@ def batch_rollout(act_fn: Callable, policy_params, params: EpisodeParams, key, p
     pairs = jax.vmap(jax.random.split)(step_keys)
     action, log_prob, value, entropy = act_fn(policy_params, state.obs, pairs[:, 0], greedy)
     arch = jax.vmap(arch_of_action)(state.obs, action)
-    next_state, reward, latency_rel, valid = jax.vmap(step, in_axes=(0, 0, 0, 0, None, None))(
-        pairs[:, 1], params, state, arch, proxies_raw, invalid_penalty)
+    next_state, reward, latency_rel, valid, live = jax.vmap(
+        step, in_axes=(0, 0, 0, 0, None, None))(pairs[:, 1], params, state, arch, proxies_raw,
+                                                invalid_penalty)
     return next_state, Transition(obs=state.obs, action=action, arch=arch, log_prob=log_prob,
                                   value=value, reward=reward, latency_rel=latency_rel,
-                                  valid=valid, entropy=entropy)
+                                  valid=valid, entropy=entropy,
+                                  live=None if params.num_probes is None else live)
 
   state = jax.vmap(reset, in_axes=(0, None))(params, num_probes)
   _, transitions = jax.lax.scan(one_step, state, jnp.swapaxes(keys, 0, 1))

@@ -45,12 +45,25 @@ def gae(rewards, values, gamma: float, lam: float):
   return advantages, advantages + values
 
 
-def normalize_advantages(advantages, axis_name=None):
-  """Zero mean, unit std over the minibatch: over every shard's part when `axis_name` is set."""
+def masked_mean(x, weights=None):
+  """The mean of `x`, over the steps with weight 1 only when `weights` (0 or 1) are given:
+  the steps past an episode's K carry no decision."""
+  if weights is None:
+    return x.mean()
+  return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def normalize_advantages(advantages, axis_name=None, weights=None):
+  """Zero mean, unit std over the minibatch (its live steps when `weights` are given): over
+  every shard's part when `axis_name` is set."""
   if axis_name is None:
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-  mean = jax.lax.pmean(advantages.mean(), axis_name)  # shards hold equal shares
-  std = jnp.sqrt(jax.lax.pmean(jnp.mean((advantages - mean)**2), axis_name))
+    mean = masked_mean(advantages, weights)
+    std = jnp.sqrt(masked_mean((advantages - mean)**2, weights))
+    return (advantages - mean) / (std + 1e-8)
+  count = 1.0 if weights is None else jax.lax.pmean(jnp.mean(weights), axis_name)
+  live = 1.0 if weights is None else weights
+  mean = jax.lax.pmean(jnp.mean(advantages * live), axis_name) / count  # equal shares
+  std = jnp.sqrt(jax.lax.pmean(jnp.mean(live * (advantages - mean)**2), axis_name) / count)
   return (advantages - mean) / (std + 1e-8)
 
 
@@ -62,24 +75,27 @@ def ppo_loss(params, evaluate_fn: Callable, batch, advantages, returns, config, 
   loss, only when `config.ent_coef > 0`.
   """
   with_entropy = config.ent_coef > 0
+  live = getattr(batch, "live", None)  # steps past an episode's K weigh nothing
+  mean = lambda x: masked_mean(x, live)
   log_prob, values, entropy = evaluate_fn(params, batch.obs, batch.action, with_entropy)
   log_ratio = log_prob - batch.log_prob
   ratio = jnp.exp(log_ratio)
-  advantages = normalize_advantages(advantages, axis_name)
+  advantages = normalize_advantages(advantages, axis_name, live)
   clipped = jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
-  policy_loss = -jnp.minimum(ratio * advantages, clipped * advantages).mean()
+  policy_loss = -mean(jnp.minimum(ratio * advantages, clipped * advantages))
   value_clipped = batch.value + jnp.clip(values - batch.value, -config.clip_eps, config.clip_eps)
-  value_loss = 0.5 * jnp.maximum((values - returns)**2, (value_clipped - returns)**2).mean()
+  value_loss = 0.5 * mean(jnp.maximum((values - returns)**2, (value_clipped - returns)**2))
   loss = policy_loss + config.vf_coef * value_loss
   metrics = {"policy_loss": policy_loss, "value_loss": value_loss}
   if with_entropy:
-    entropy = entropy.mean()
+    entropy = mean(entropy)
     loss = loss - config.ent_coef * entropy
     metrics["entropy"] = entropy
   # Outside the gradient: how far the policy moved from the one that played the rollout.
   log_ratio = jax.lax.stop_gradient(log_ratio)
-  metrics["approx_kl"] = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
-  metrics["clip_fraction"] = jnp.mean(jnp.abs(jax.lax.stop_gradient(ratio) - 1) > config.clip_eps)
+  metrics["approx_kl"] = mean(jnp.expm1(log_ratio) - log_ratio)
+  metrics["clip_fraction"] = mean(
+      (jnp.abs(jax.lax.stop_gradient(ratio) - 1) > config.clip_eps).astype(jnp.float32))
   return loss, metrics
 
 
@@ -128,7 +144,11 @@ def make_update(config, evaluate_fn: Callable, rollout_fn: Callable,
     traj, rollout_metrics = rollout_fn(state.params, key_roll, data)
     batch_size = traj.reward.size  # episodes x steps, static
     minibatch_size = batch_size // config.num_minibatches
-    advantages, returns = gae(traj.reward, traj.value, config.gamma, config.gae_lambda)
+    values = traj.value
+    if getattr(traj, "live", None) is not None:  # an episode ends at its own K: value 0 after
+      traj = traj.replace(live=traj.live.astype(jnp.float32))
+      values = values * traj.live
+    advantages, returns = gae(traj.reward, values, config.gamma, config.gae_lambda)
     traj = traj.replace(entropy=None)  # a rollout metric, not needed by the loss
     flat = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]),
                         (traj, advantages, returns))

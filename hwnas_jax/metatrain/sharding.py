@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from hwnas_jax.metatrain import config as config_lib
+
 
 AXIS = "shards"
 MULTIHOST_ENV = "HWNAS_MULTIHOST"
@@ -64,7 +66,7 @@ def check_num_shards(config) -> int:
   if config.num_devices % num_shards:
     raise ValueError(f"config.num_shards={num_shards} does not divide "
                      f"config.num_devices={config.num_devices}")
-  shard_steps = config.num_devices // num_shards * config.num_probes
+  shard_steps = config.num_devices // num_shards * config_lib.num_slots(config)
   if shard_steps % config.num_minibatches:
     raise ValueError(f"each shard's {shard_steps} probe-steps do not split into "
                      f"config.num_minibatches={config.num_minibatches}")

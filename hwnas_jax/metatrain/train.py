@@ -71,6 +71,11 @@ def reward_scale(proxy: np.ndarray) -> np.ndarray:
   return (scores - scores.min()).astype(np.float32)
 
 
+def probes_range(config) -> tuple[int, ...]:
+  """(low, high) K drawn per meta-training episode, or () for K = config.num_probes."""
+  return tuple(int(k) for k in config.get("num_probes_range", ()))
+
+
 def make_data(config, proxies_raw: np.ndarray, prior) -> TrainData:
   """`TrainData` from proxies (datasets, 15625) and a prior of the config's kind.
 
@@ -82,11 +87,15 @@ def make_data(config, proxies_raw: np.ndarray, prior) -> TrainData:
   if config.name == "controller":
     proxies_raw = np.stack([reward_scale(p) for p in np.asarray(proxies_raw)])
   proxies_raw = jnp.asarray(proxies_raw, jnp.float32)
-  sample = jax.jit(env.sample_episodes, static_argnames=("num", "sample_devices"))
+  sample = jax.jit(env.sample_episodes,
+                   static_argnames=("num", "sample_devices", "num_probes_range",
+                                    "noise_told_share"))
   eval_episodes = sample(jax.random.key(EVAL_SEED), prior, num=int(config.eval_devices),
                          proxies_raw=proxies_raw,
                          budget_percentiles=tuple(config.budget_percentiles),
-                         sample_devices=sampler(config))
+                         sample_devices=sampler(config),
+                         num_probes_range=probes_range(config),
+                         noise_told_share=float(config.get("noise_told_share", 0.0)))
   return TrainData(proxies_raw=proxies_raw, proxies_std=proxies_std, prior=prior,
                    eval_episodes=eval_episodes)
 
@@ -157,7 +166,7 @@ class Agent(NamedTuple):
 
 
 def make_agent(config) -> Agent:
-  model, num_probes = make_model(config), int(config.num_probes)
+  model, num_probes = make_model(config), config_lib.num_slots(config)
   if config.name == "paper_controller":
     return Agent(
         init=lambda key: model.init(key, jnp.zeros((paper.HISTORY, paper.NUM_ACTIONS + 1))),
@@ -219,7 +228,8 @@ def make_train(config, axis_name: str | None = None) -> Trainer:
     key_sample, key_roll = jax.random.split(key)
     episodes = env.sample_episodes(key_sample, data.prior, episodes_per_update,
                                    data.proxies_raw, tuple(config.budget_percentiles),
-                                   sample_devices)
+                                   sample_devices, probes_range(config),
+                                   float(config.get("noise_told_share", 0.0)))
     transitions, score, valid = agent.rollout(params, episodes, key_roll, data)
     metrics = {"score": score.mean(), "feasible_rate": valid.mean()}
     if transitions.entropy is not None:  # the sampling policy's, free from the sampler
@@ -333,7 +343,7 @@ def _train_and_evaluate(config, workdir: str, data_dir: str | None = None,
   params_finite = jax.jit(jax.vmap(lambda params: jnp.all(jnp.stack(
       [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))))
   reference_score, reference_valid = jax.jit(random_score, static_argnums=2)(
-      data, jax.random.key(EVAL_SEED), int(config.num_probes))
+      data, jax.random.key(EVAL_SEED), config_lib.num_slots(config))
   reference = {"random_score": float(reference_score.mean()),
                "random_feasible_rate": float(reference_valid.mean())}
 
@@ -360,7 +370,7 @@ def _train_and_evaluate(config, workdir: str, data_dir: str | None = None,
     for i, seed in enumerate(seeds):
       row = {name: float(value[i]) for name, value in metrics.items()}
       row.update(step=done, seconds=seconds,
-                 probe_steps=int(config.num_devices) * int(config.num_probes) * len(seeds))
+                 probe_steps=int(config.num_devices) * config_lib.num_slots(config) * len(seeds))
       if evaluated:
         row.update(eval_score=float(score[i].mean()), eval_feasible_rate=float(valid[i].mean()),
                    **reference)

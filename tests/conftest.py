@@ -11,8 +11,8 @@ from hwnas_jax.benchmark import tables
 
 # Several tests build the same jitted meta-training update in separate calls (a resumed
 # run, a second controller): a compilation cache shared by the session compiles it once.
-jax.config.update("jax_compilation_cache_dir",
-                  os.path.join(tempfile.gettempdir(), "hwnas_jax_test_xla_cache"))
+jax.config.update("jax_compilation_cache_dir", os.environ.get(
+    "HWNAS_TEST_XLA_CACHE", os.path.join(tempfile.gettempdir(), "hwnas_jax_test_xla_cache")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 

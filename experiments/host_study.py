@@ -11,8 +11,8 @@ r"""The machine itself as the target device: search it with K probes, against a 
    `--seeds` seeds, K probes each, each run on a fresh HostDevice (so every probe compiles).
 4. Reports each answer's test accuracy (bundle, for information), its latency re-measured
    after the search, where that lies in the sample (percentile rank), and the time per probe;
-   then measures every answer once more after all runs (`late_ms`: whether it still holds
-   minutes later).
+   then measures every answer once more `--late_after_s` seconds after its search ended
+   (`late_ms`: whether it still holds a minute later), between later runs or at the end.
 `--device=onnxruntime` does all of it through onnxruntime (the exported model) instead of
 XLA; `--timing=reference` times each probe of the runs against a reference network
 (`hwnas_jax.devices.drift`); every probe of the runs goes into the `--store`.
@@ -76,6 +76,8 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_enum("timing", "direct", ["direct", "reference"], "Probes timed directly, or "
                     "against a reference network before and after each (devices.drift).",
                     flag_values=fv)
+  flags.DEFINE_float("late_after_s", 60.0, "Each answer is measured once more at least "
+                     "this long after its search ended (the late check).", flag_values=fv)
   flags.DEFINE_string("store", None, "The SQLite measurement store (default: the user's "
                       "cache folder; '' for none); a rerun reads back the probes it took.",
                       flag_values=fv)
@@ -204,6 +206,9 @@ def main(argv, fv: flags.FlagValues = FLAGS):
                      f"got {num_archs}")
   sample_seed = cli.whole("--sample_seed", fv.sample_seed, minimum=0)
   seeds, probes = cli.whole("--seeds", fv.seeds), cli.whole("--probes", fv.probes)
+  late_after_s = float(fv.late_after_s)
+  if not np.isfinite(late_after_s) or late_after_s < 0:
+    raise ValueError(f"--late_after_s must be a number of seconds >= 0, got {fv.late_after_s}")
   host_kwargs = cli.host_settings(fv, prefix="")
   names = cli.names("--methods", fv.methods, registry.NAMES)
   benchmark = tables.load_benchmark(fv.data_dir)
@@ -236,7 +241,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   background = np.full(searchspace.NUM_ARCHS, np.nan)
   background[indices] = sample_ms
   task = interface.Task(dataset, budget_ms, probes, proxy)
-  records, rows, devices = [], [], []
+  records, rows, pending = [], [], []
   for name, method in methods.items():
     for seed in range(seeds):
       device = session.live_device(new_device(), fv.store, dict(
@@ -248,22 +253,25 @@ def main(argv, fv: flags.FlagValues = FLAGS):
       record["host_measurements"] = [m.to_dict() for m in device.records]
       records.append(record)
       rows.append(study_row(record, sample_ms))
-      devices.append(device)
+      pending.append((time.monotonic(), device, rows[-1]))
       for line in session.format_record(record).splitlines():
         if line.startswith(("answer", "check")):
           print(f"{name} seed {seed}: {line}")
       plots.plot_search(record, proxy, os.path.join(out_dir, f"{name}_seed{seed}.png"),
                              background=background,
                              background_label=f"{len(indices)} sampled architectures (host)")
-  for row, device in zip(rows, devices):  # minutes after most searches ended
-    row.update(late_check(device, row, budget_ms))
+      pending = run_late_checks(pending, late_after_s, budget_ms)
+  run_late_checks(pending, late_after_s, budget_ms, wait=True)
   summary = summarize(rows)
   print(format_table(rows, summary))
   for name, s in summary.items():
     held = round(s["check_feasible_rate"] * s["runs"])
     late = sum(r["late_within_budget"] for r in rows if r["method"] == name)
+    loads = [r["late_load"] for r in rows if r["method"] == name and "late_load" in r]
+    load_range = f", load {min(loads):.1f}-{max(loads):.1f}" if loads else ""
     print(f"{name}: {held} of {s['runs']} answers hold on re-measurement, {late} when measured "
-          f"again after every search ({fv.device}, {fv.timing} timing)")
+          f"again at least {late_after_s:.0f} s after their search ({fv.device}, {fv.timing} "
+          f"timing{load_range})")
   load = {"load_average_start": load_start, "load_average_end": list(os.getloadavg())}
   print(f"load average (1/5/15 min) at start {load_start}, at end {load['load_average_end']}")
   print(f"within the budget, sample oracle {references['sample_oracle_accuracy']:.2f} %, "
@@ -275,7 +283,8 @@ def main(argv, fv: flags.FlagValues = FLAGS):
             "sample_total_s": float(sample["total_s"]), "sample_reused": sample["reused"],
             "sample_median_iqr_ms": float(np.median(sample["iqr_ms"])),
             "sample_mean_s_per_arch": float(np.mean(sample["wall_s"])),
-            **load, "budget_ms": budget_ms, "probes": probes, "seeds": list(range(seeds)),
+            **load, "late_after_s": late_after_s, "budget_ms": budget_ms, "probes": probes,
+            "seeds": list(range(seeds)),
             "percentile_note": "check_percentile = share (%) of the sample at or below the "
                                "re-measured latency of the answer",
             **references, "rows": rows, "summary": summary, "runs": records}
@@ -287,17 +296,35 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   print(f"wrote {output} and the PNGs in {out_dir}")
 
 
-def late_check(device, row: dict, budget_ms: float) -> dict:
-  """The answer of a run measured once more after every run of the study (through the
-  run's own device and timing), with when that was: a check after the load had time to
+def late_check(device, row: dict, budget_ms: float, age_s: float | None = None) -> dict:
+  """The answer of a run measured once more (through the run's own device and timing) a
+  while after its search, with the age and the load: a check after the load had time to
   change."""
   if row["index"] is None:
-    return {"late_ms": None, "late_within_budget": False, "late_interval_ms": None}
+    return {"late_ms": None, "late_within_budget": False, "late_interval_ms": None,
+            "late_age_s": age_s}
   latency_ms = float(device.measure(row["index"], tag="check"))
   intervals = getattr(device, "intervals_ms", None)
   return {"late_ms": latency_ms, "late_within_budget": bool(latency_ms <= budget_ms),
           "late_interval_ms": list(intervals[-1]) if intervals else None,
-          "late_load": os.getloadavg()[0]}
+          "late_load": os.getloadavg()[0], "late_age_s": age_s}
+
+
+def run_late_checks(pending: list, after_s: float, budget_ms: float, wait: bool = False,
+                    clock=time.monotonic, sleep=time.sleep) -> list:
+  """Late-checks every (ended_at, device, row) of `pending` at least `after_s` old, oldest
+  first; with `wait`, sleeps until each is due. Returns those still pending."""
+  still = []
+  for ended_at, device, row in pending:
+    age_s = clock() - ended_at
+    if age_s < after_s and wait:
+      sleep(after_s - age_s)
+      age_s = clock() - ended_at
+    if age_s >= after_s:
+      row.update(late_check(device, row, budget_ms, age_s))
+    else:
+      still.append((ended_at, device, row))
+  return still
 
 
 def plot_study(records, rows, proxy, background, budget_ms, path):

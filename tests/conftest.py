@@ -3,7 +3,14 @@
 import os
 import tempfile
 
-import jax
+# The tests check what programs compute, not how fast they run: XLA's cheapest optimisation
+# level compiles their hundreds of small programs faster (BUILD_NOTES, "Test suite time").
+# Read when JAX starts its backend, so set before any test module runs a computation.
+os.environ["XLA_FLAGS"] = " ".join(filter(None, (
+    os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true")))
+
+import jax  # pylint: disable=wrong-import-position
 import pytest
 
 from hwnas_jax.benchmark import tables

@@ -78,3 +78,37 @@ def test_larger_network_is_slower_than_skip_and_none():
   skip = device.measure(uniform("skip_connect"))
   none = device.measure(uniform("none"))
   assert conv > 2 * skip and conv > 2 * none, (conv, skip, none)
+
+
+def test_late_checks_wait_until_each_answer_is_due():
+  """experiments.host_study checks each answer once more `after_s` after its search: not
+  earlier (the load has not had time to change), and every one by the end."""
+  from experiments import host_study  # pylint: disable=import-outside-toplevel
+
+  class Clock:
+    now = 100.0
+
+    def __call__(self):
+      return self.now
+
+    def sleep(self, seconds):
+      self.now += seconds
+
+  class Device:
+    def __init__(self):
+      self.measured = []
+
+    def measure(self, index, tag=None):
+      self.measured.append((index, tag))
+      return 2.0 if index == 7 else 4.0
+
+  clock, device = Clock(), Device()
+  rows = [{"index": 7}, {"index": 9}, {"index": None}]
+  pending = [(40.0, device, rows[0]), (90.0, device, rows[1]), (95.0, device, rows[2])]
+  pending = host_study.run_late_checks(pending, 60.0, 3.0, clock=clock, sleep=clock.sleep)
+  assert device.measured == [(7, "check")] and len(pending) == 2
+  assert rows[0]["late_within_budget"] and rows[0]["late_age_s"] == 60.0
+  host_study.run_late_checks(pending, 60.0, 3.0, wait=True, clock=clock, sleep=clock.sleep)
+  assert device.measured == [(7, "check"), (9, "check")]
+  assert clock.now == 155.0 and rows[1]["late_age_s"] == 60.0
+  assert not rows[1]["late_within_budget"] and rows[2]["late_ms"] is None

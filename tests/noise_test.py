@@ -94,3 +94,24 @@ def test_a_known_exact_device_trusts_a_single_probe():
   # Told the device is very noisy, even 0.75 x budget is no confirmation from one probe.
   _, stats = noise.answer([20, 30], [0.75, 0.99], 1.0, proxy, noise_prior="0.3")
   assert stats.confidence[0] < noise.MIN_CONFIDENCE
+
+
+def test_at_k3_on_a_known_exact_device_the_answer_is_the_best_single_probe():
+  """Three probes, no repeats: told the device is exact, the rule answers the best-proxy
+  probe measured within budget, as a rule trusting single probes would; it never gives one
+  away to wait for a confirmation it cannot afford. The one exception is the noise grid's
+  floor: sigma 0.001 leaves a probe within 0.2 % under the budget short of confirmed."""
+  rng = np.random.default_rng(0)
+  proxy = rng.normal(size=100)
+  floor = np.exp(-2 * noise.SIGMA_GRID[0])
+  checked = 0
+  for _ in range(300):
+    indices = rng.choice(100, 3, replace=False).tolist()
+    latencies = rng.uniform(0.5, 1.5, 3).tolist()
+    if any(floor < latency <= 1.0 for latency in latencies):
+      continue
+    within = [i for i, latency in zip(indices, latencies) if latency <= 1.0]
+    best = max(within, key=lambda i: proxy[i]) if within else None
+    assert noise.answer(indices, latencies, 1.0, proxy, noise_prior=0.0)[0] == best
+    checked += 1
+  assert checked > 250

@@ -9,17 +9,22 @@ import tempfile
 os.environ["XLA_FLAGS"] = " ".join(filter(None, (
     os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0",
     "--xla_llvm_disable_expensive_passes=true")))
+# Several tests build the same jitted programs in separate calls and processes (a resumed
+# run, a second controller, a method's own process, a command's subprocess): a compilation
+# cache shared by them all compiles each once. Set in the environment, so that every
+# process the tests start reads it too.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ.get(
+    "HWNAS_TEST_XLA_CACHE", os.path.join(tempfile.gettempdir(), "hwnas_jax_test_xla_cache"))
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 import jax  # pylint: disable=wrong-import-position
 import pytest
 
 from hwnas_jax.benchmark import tables
 
-
-# Several tests build the same jitted meta-training update in separate calls (a resumed
-# run, a second controller): a compilation cache shared by the session compiles it once.
-jax.config.update("jax_compilation_cache_dir", os.environ.get(
-    "HWNAS_TEST_XLA_CACHE", os.path.join(tempfile.gettempdir(), "hwnas_jax_test_xla_cache")))
+# The same, in case JAX was imported before this file (a plugin): its config read the
+# environment then.
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 

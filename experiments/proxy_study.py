@@ -66,8 +66,9 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
                       flag_values=fv)
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-  return float(np.corrcoef(aggregate.ranks(a), aggregate.ranks(b))[0, 1])
+def spearman(a: np.ndarray, b_ranks: np.ndarray) -> float:
+  """Rank correlation of `a` with a table whose ranks (`aggregate.ranks`) are `b_ranks`."""
+  return float(np.corrcoef(aggregate.ranks(a), b_ranks)[0, 1])
 
 
 def lab_terms(benchmark: tables.Benchmark) -> list[str]:
@@ -116,6 +117,8 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
                          paper_on_held_out=value[aggregate.PAPER],
                          oracle_on_held_out=ceilings[family]))
 
+  scores = {s: benchmark.named_proxies(s, names) for s in datasets}
+  accuracy_ranks = {s: aggregate.ranks(benchmark.accuracy(s)) for s in datasets}
   rows = {}
   for c, name in enumerate(names):
     how, terms = aggregate.parse(name, None)
@@ -128,7 +131,7 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
                            for k, s in enumerate(datasets)},
         not_worse_than_paper=bool(all(v[c] >= v[names.index(aggregate.PAPER)] - 1e-9
                                       for v in by_family.values())),
-        spearman={s: spearman(benchmark.proxy(s, name), benchmark.accuracy(s)) for s in datasets},
+        spearman={s: spearman(scores[s][c], accuracy_ranks[s]) for s in datasets},
         cells=acc[c].round(4).tolist())
   return dict(rule=RULE, pick=pick, families=families, validation_devices=validation,
               datasets=datasets, budget_percentiles=list(percentiles), oracle=ceilings,

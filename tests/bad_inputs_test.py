@@ -13,6 +13,7 @@ traceback.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import re
@@ -827,38 +828,64 @@ def test_notes_when_results_would_be_replaced_or_ignored(ctx, capsys):
   assert existing.read_text() == "{}"
 
 
-def test_flag_definition_and_parsing_errors_in_one_line(files, data_dir):
-  """ml_collections raises while flags are defined or parsed: `cli.run` says it in one line."""
-  commands = {
-      "config_key_unknown": (["experiments.meta_train", f"--workdir={files.root / 'w2'}",
-                              "--config.nonkey=3"],
-                             r"--config\.nonkey=3: the config has no key 'nonkey'"),
-      "config_key_typo": (["experiments.meta_train", f"--workdir={files.root / 'w2'}",
-                           "--config.num_devicez=1024"],
-                          r"--config\.num_devicez=1024: the config has no key 'num_devicez'; "
-                          r"did you mean 'num_devices'\? \(--help lists the keys"),
-      "config_file_syntax": (["experiments.main", f"--workdir={files.root / 'w2'}",
-                              f"--config={files.syntax_config}"],
-                             r"cannot load the flags: SyntaxError"),
-      "devices_twice": (["experiments.evaluate", "--devices=fpga,fpga"],
-                        r"--devices names 'fpga' twice"),
-      "config_file_exits": (["experiments.meta_train", f"--workdir={files.root / 'w2'}",
-                             f"--config={files.exit_config}"],
-                            r"the --config file ended the program \(sys\.exit\) while it was "
-                            r"loaded; nothing was run"),
-      "config_file_raises": (["experiments.meta_train", f"--workdir={files.root / 'w2'}",
-                              f"--config={files.raising_config}"],
-                             r"the --config file raised RuntimeError: no config here"),
-  }
+FLAG_ERRORS = {  # command, its arguments, the one line's pattern
+    "config_key_unknown": ("experiments.meta_train", ["--config.nonkey=3"],
+                           r"--config\.nonkey=3: the config has no key 'nonkey'"),
+    "config_key_typo": ("experiments.meta_train", ["--config.num_devicez=1024"],
+                        r"--config\.num_devicez=1024: the config has no key 'num_devicez'; "
+                        r"did you mean 'num_devices'\? \(--help lists the keys"),
+    "config_file_syntax": ("experiments.main", ["--config={syntax_config}"],
+                           r"cannot load the flags: SyntaxError"),
+    "devices_twice": ("experiments.evaluate", ["--devices=fpga,fpga"],
+                      r"--devices names 'fpga' twice"),
+    "config_file_exits": ("experiments.meta_train", ["--config={exit_config}"],
+                          r"the --config file ended the program \(sys\.exit\) while it was "
+                          r"loaded; nothing was run"),
+    "config_file_raises": ("experiments.meta_train", ["--config={raising_config}"],
+                           r"the --config file raised RuntimeError: no config here"),
+}
+# Run as real commands: a flag error and an error of `main`, each through `cli.run`.
+FLAG_ERRORS_IN_A_PROCESS = ("config_key_typo", "devices_twice")
+
+
+def _flag_error_argv(files, name):
+  command, args = FLAG_ERRORS[name][:2]
+  workdir = [] if command == "experiments.evaluate" else [f"--workdir={files.root / 'w2'}"]
+  return [command, *workdir, *(a.format(**vars(files)) for a in args)]
+
+
+def _assert_one_error_line(name, code, stderr):
+  assert code == 2, (name, stderr)
+  assert "Traceback" not in stderr, (name, stderr)
+  lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1 and re.search(FLAG_ERRORS[name][2], lines[0]), (name, stderr)
+  assert "get_config()" not in lines[0], (name, stderr)  # no advice meant for a broken file
+
+
+@pytest.mark.parametrize("name", sorted(set(FLAG_ERRORS) - set(FLAG_ERRORS_IN_A_PROCESS)))
+def test_flag_definition_and_parsing_errors_in_one_line(files, name, capsys):
+  """ml_collections raises while flags are defined or parsed: `cli.run`'s guard says it in
+  one line. In-process, the command's flags defined and parsed on a FlagValues of its own,
+  each step in the guard as `cli.run` does (test_..._in_a_process: the real commands)."""
+  argv = _flag_error_argv(files, name)
+  module = importlib.import_module(argv[0])
+  fv = flags.FlagValues()
+  with mock.patch.object(sys, "argv", argv), pytest.raises(SystemExit) as stop:
+    with cli._flag_errors(argv):  # pylint: disable=protected-access
+      module.define_flags(fv)
+    with cli._flag_errors(argv):  # pylint: disable=protected-access
+      fv(argv)
+  _assert_one_error_line(name, stop.value.code, capsys.readouterr().err)
+
+
+def test_flag_and_main_errors_in_one_line_in_a_process(files, data_dir):
+  """The real commands, both at once: exit status 2 and one line, no traceback."""
   env = {**os.environ, tables.DATA_DIR_ENV: data_dir,
          "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
-  running = {name: subprocess.Popen([sys.executable, "-m", *argv], cwd=REPO, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, (argv, _) in commands.items()}
+  running = {name: subprocess.Popen([sys.executable, "-m", *_flag_error_argv(files, name)],
+                                    cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+             for name in FLAG_ERRORS_IN_A_PROCESS}
   for name, process in running.items():
     _, stderr = process.communicate(timeout=240)
-    assert process.returncode == 2, (name, stderr)
-    assert "Traceback" not in stderr, (name, stderr)
-    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and re.search(commands[name][1], lines[0]), (name, stderr)
-    assert "get_config()" not in lines[0], (name, stderr)  # no advice meant for a broken file
+    _assert_one_error_line(name, process.returncode, stderr)

@@ -8,6 +8,14 @@ from hwnas_jax.metatrain import controller as controller_lib
 from hwnas_jax.metatrain import env
 from hwnas_jax.benchmark import searchspace
 
+# One model for every test, its init and apply jitted: run op by op, the policy's few hundred
+# operations would each compile on their own (seconds), and these tests check values, not
+# the eager path.
+MODEL = controller_lib.Controller(hidden_size=8)
+init = jax.jit(MODEL.init)
+apply = jax.jit(MODEL.apply)
+fit_latency = jax.jit(controller_lib.fit_latency)
+
 
 def _observation(indices, latency_rel, num_slots=10):
   index = np.zeros(num_slots, np.int32)
@@ -30,21 +38,20 @@ def test_fit_latency_recovers_a_linear_device_from_a_few_probes():
   probes = np.random.default_rng(0).choice(searchspace.NUM_ARCHS, 8, replace=False)
   truth = groups @ weights
   obs = _observation(probes, truth[group_of[probes]])
-  mean, sigma = controller_lib.fit_latency(jnp.asarray(groups), obs, jnp.ones(5), 1.0, 0.01)
+  mean, sigma = fit_latency(jnp.asarray(groups), obs, jnp.ones(5), 1.0, 0.01)
   np.testing.assert_allclose(mean, truth, atol=0.05)
   # Before any probe the prediction is the prior's, and much less certain.
-  prior_mean, prior_sigma = controller_lib.fit_latency(
+  prior_mean, prior_sigma = fit_latency(
       jnp.asarray(groups), _observation([], []), jnp.ones(5), 1.0, 0.01)
   np.testing.assert_allclose(prior_mean, 1.0, atol=1e-5)
   assert float(prior_sigma.min()) > 5 * float(sigma.max())
 
 
 def test_policy_masks_probed_candidates_and_offers_their_repeats():
-  model = controller_lib.Controller(hidden_size=8)
   proxy = controller_lib.standardize(np.random.default_rng(1).uniform(size=searchspace.NUM_ARCHS))
   obs = _observation([5, 17], [0.5, 2.0])
-  params = model.init(jax.random.key(0), obs, jnp.asarray(proxy))
-  logits, value = model.apply(params, obs, jnp.asarray(proxy))
+  params = init(jax.random.key(0), obs, jnp.asarray(proxy))
+  logits, value = apply(params, obs, jnp.asarray(proxy))
   n, k = searchspace.NUM_ARCHS, obs.probe_index.shape[0]
   assert logits.shape == (n + k,) and value.shape == ()
   assert float(logits[5]) == controller_lib.MASKED and float(logits[17]) == controller_lib.MASKED
@@ -57,18 +64,20 @@ def test_policy_masks_probed_candidates_and_offers_their_repeats():
 def test_untrained_policy_confirms_a_promising_unconfirmed_answer():
   """Measured once just under budget, the best-proxy probe is worth measuring again; far
   under budget (confirmed by one probe) or over it, it is not."""
-  model = controller_lib.Controller(hidden_size=8)
-  proxy = controller_lib.standardize(np.random.default_rng(1).uniform(size=searchspace.NUM_ARCHS))
+  proxy = jnp.asarray(controller_lib.standardize(
+      np.random.default_rng(1).uniform(size=searchspace.NUM_ARCHS)))
   best = int(np.argmax(proxy))
-  params = model.init(jax.random.key(0), _observation([], []), jnp.asarray(proxy))
+  params = init(jax.random.key(0), _observation([], []), proxy)
   n = searchspace.NUM_ARCHS
-  act = jax.jit(lambda obs: env.arch_of_action(
-      obs, jnp.argmax(model.apply(params, obs, jnp.asarray(proxy))[0])))
+
+  def act(obs):
+    return int(env.arch_of_action(obs, jnp.argmax(apply(params, obs, proxy)[0])))
+
   near = _observation([best], [0.97])
-  assert int(jnp.argmax(model.apply(params, near, jnp.asarray(proxy))[0])) == n  # repeat slot 0
-  assert int(act(near)) == best
+  assert int(jnp.argmax(apply(params, near, proxy)[0])) == n  # repeat slot 0
+  assert act(near) == best
   for latency_rel in (0.3, 1.5):
-    assert int(act(_observation([best], [latency_rel]))) != best
+    assert act(_observation([best], [latency_rel])) != best
 
 
 def test_spd_inverse_matches_numpy():

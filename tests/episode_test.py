@@ -25,6 +25,15 @@ def _devices(noise):
       synthetic.make_device(1.0 + i, costs[i], noise=noise) for i in range(3)])
 
 
+# The tests' programs, jitted once for the module: run op by op, the controller's few
+# hundred operations would each compile on their own (seconds per test).
+rollout = jax.jit(env.batch_rollout, static_argnames=("act_fn", "num_probes", "greedy",
+                                                      "invalid_penalty"))
+policy_scores = jax.jit(controller_lib.policy_scores, static_argnums=0)
+sample = jax.jit(candidates.sample)
+env_step = jax.jit(env.step)
+
+
 @pytest.fixture(scope="module")
 def setup():
   rng = np.random.default_rng(1)
@@ -33,7 +42,7 @@ def setup():
   proxies_std = jnp.stack([jnp.asarray(controller_lib.standardize(p)) for p in proxies])
   table = candidates.proxy_table(proxies_std)
   apply = controller_lib.actor(model, table)
-  params = model.init(jax.random.key(0), env.empty_observation(K), proxies_std[0])
+  params = jax.jit(model.init)(jax.random.key(0), env.empty_observation(K), proxies_std[0])
   return proxies, model, apply, params, table
 
 
@@ -50,17 +59,17 @@ def test_batched_rollout_matches_python_loop(setup):
   proxies, model, apply, params, table = setup
   ep, _ = _params(_devices(noise=0.05), proxies)
   key = jax.random.key(3)
-  batched = jax.jit(lambda p, k: env.batch_rollout(apply, p, ep, k, proxies, K))(params, key)
+  batched = rollout(apply, params, ep, key, proxies, K)
   for i, episode_key in enumerate(jax.random.split(key, 3)):
     one = jax.tree.map(lambda x: x[i], ep)
     state = env.reset(one, K)
     for t, step_key in enumerate(jax.random.split(episode_key, K)):
       key_act, key_measure = jax.random.split(step_key)
-      scores, _ = controller_lib.policy_scores(model, params, state.obs, table)
+      scores, _ = policy_scores(model, params, state.obs, table)
       one_row = jax.tree.map(lambda x: x[None], scores)
-      action = int(candidates.sample(key_act[None], one_row, table)[0][0])
+      action = int(sample(key_act[None], one_row, table)[0][0])
       arch = int(env.arch_of_action(state.obs, action))
-      state, reward, latency_rel, _, _ = env.step(key_measure, one, state, arch, proxies)
+      state, reward, latency_rel, _, _ = env_step(key_measure, one, state, arch, proxies)
       assert action == int(batched.action[i, t])
       np.testing.assert_allclose(float(reward), float(batched.reward[i, t]), rtol=1e-5, atol=1e-6)
       np.testing.assert_allclose(float(latency_rel), float(batched.latency_rel[i, t]), rtol=1e-5)
@@ -69,7 +78,7 @@ def test_batched_rollout_matches_python_loop(setup):
 def test_episode_probes_k_distinct_architectures_and_scores_validity(setup):
   proxies, _, apply, params, _ = setup
   ep, tables = _params(_devices(noise=0.0), proxies)
-  out = env.batch_rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)
+  out = rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)
   actions, archs = np.asarray(out.action), np.asarray(out.arch)
   assert actions.shape == archs.shape == (3, K)
   for row, arch in zip(actions, archs):  # a new candidate, or a repeat of an earlier probe
@@ -97,10 +106,9 @@ def test_invalid_penalty_is_the_return_of_an_episode_without_a_valid_answer(setu
   ep, _ = _params(_devices(noise=0.0), proxies)
   impossible = ep.replace(budget_ms=ep.budget_ms * 1e-3)
   for episodes, any_valid in ((impossible, False), (ep, True)):
-    plain = env.batch_rollout(apply, params, episodes, jax.random.key(0), proxies, K,
-                              greedy=True)
-    penalised = env.batch_rollout(apply, params, episodes, jax.random.key(0), proxies, K,
-                                  greedy=True, invalid_penalty=2.0)
+    plain = rollout(apply, params, episodes, jax.random.key(0), proxies, K, greedy=True)
+    penalised = rollout(apply, params, episodes, jax.random.key(0), proxies, K, greedy=True,
+                        invalid_penalty=2.0)
     np.testing.assert_array_equal(np.asarray(plain.arch), np.asarray(penalised.arch))
     valid = np.asarray(plain.valid[:, -1])
     returns = np.asarray(penalised.reward.sum(-1))
@@ -114,20 +122,21 @@ def test_invalid_penalty_is_the_return_of_an_episode_without_a_valid_answer(setu
 
 
 def test_a_batch_mixing_probe_budgets_plays_each_episode_as_alone(setup):
-  """Episodes with K = 2, 4, 6 in one batch of 6 steps: each stops at its own K (later steps
-  not live, reward 0) and plays exactly what a batch of its own K alone plays."""
+  """Episodes with K = 3, 6, 3 in one batch of 6 steps: each stops at its own K (later steps
+  not live, reward 0) and plays exactly what a batch of its own K alone plays. One K short
+  of the batch's is enough to tell a per-episode stop from a per-batch one, and each K
+  alone is one more program to compile."""
   proxies, _, apply, params, _ = setup
   ep, _ = _params(_devices(noise=0.0), proxies)
-  own_k = np.array([2, 4, 6])
-  mixed = env.batch_rollout(apply, params, ep.replace(num_probes=jnp.asarray(own_k)),
-                            jax.random.key(0), proxies, K, greedy=True)
+  own_k = np.array([3, 6, 3])
+  mixed = rollout(apply, params, ep.replace(num_probes=jnp.asarray(own_k)), jax.random.key(0),
+                  proxies, K, greedy=True)
   live = np.asarray(mixed.live)
   np.testing.assert_array_equal(live.sum(1), own_k)
   assert np.all(np.asarray(mixed.reward)[~live] == 0)
   mixed_score, mixed_valid = env.episode_score(mixed)
   for i, k in enumerate(own_k):
-    alone = env.batch_rollout(apply, params, ep, jax.random.key(0), proxies, int(k),
-                              greedy=True)
+    alone = rollout(apply, params, ep, jax.random.key(0), proxies, int(k), greedy=True)
     np.testing.assert_array_equal(np.asarray(mixed.arch)[i, :k], np.asarray(alone.arch)[i])
     score, valid = env.episode_score(alone)
     np.testing.assert_allclose(float(mixed_score[i]), float(score[i]), rtol=1e-5)
@@ -139,7 +148,7 @@ def test_deployed_controller_repeats_the_greedy_episode(setup):
   proxies, model, apply, params, _ = setup
   devices = _devices(noise=0.0)
   ep, tables = _params(devices, proxies)
-  out = env.batch_rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)
+  out = rollout(apply, params, ep, jax.random.key(0), proxies, K, greedy=True)
   method = deploy.controller_method(model, params)
   table = TableDevice("synthetic", np.asarray(tables[0], np.float64))
   budgeted = interface.ProbeBudget(table, K)

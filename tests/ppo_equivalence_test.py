@@ -1,5 +1,7 @@
 """PPO with the one-pass candidate scoring equals PPO with dense logits (the straightforward
-formulation): same loss, gradients and parameters after an update, on a fixed rollout."""
+formulation): same loss, gradients and parameters after an update, on a fixed rollout; and
+that update moves the policy and the value the right way (the suite's short form of the
+meta-training check in benchmarks/long_checks_test.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +39,11 @@ def _dense_evaluate(config):
       lambda params, obs, data: model.apply(params, obs, data.proxies_std[obs.dataset]))
 
 
-def _setup(config, data):
+@pytest.fixture(scope="module")
+def played(data):
+  """(trainer, initial state, one sampled rollout of it): what every test holds fixed. The
+  entropy coefficient is read by the loss only, so one rollout serves both."""
+  config = _tiny(0.0)
   trainer = train.make_train(config)
   state = jax.jit(trainer.init)(jax.random.key(0))
   episodes = env.sample_episodes(jax.random.key(1), data.prior, config.num_devices,
@@ -47,10 +53,26 @@ def _setup(config, data):
   return trainer, state, traj
 
 
+@pytest.fixture(scope="module")
+def updated(data, played):
+  """(state, metrics) after one update on the fixed rollout: ours, then the dense one's."""
+  config = _tiny(0.0)
+  trainer, state, traj = played
+
+  def rollout_fn(params, key, data):
+    del params, key, data
+    return traj, {}
+
+  optimizer = ppo.make_optimizer(config)
+  ours = jax.jit(ppo.make_update(config, trainer.agent.evaluate, rollout_fn, optimizer))
+  ref = jax.jit(ppo.make_update(config, _dense_evaluate(config), rollout_fn, optimizer))
+  return ours(state, data), ref(state, data)
+
+
 @pytest.mark.parametrize("ent_coef", [0.0, 0.01])
-def test_loss_and_gradient_match_the_dense_formulation(data, ent_coef):
+def test_loss_and_gradient_match_the_dense_formulation(data, played, ent_coef):
   config = _tiny(ent_coef)
-  trainer, state, traj = _setup(config, data)
+  trainer, state, traj = played
   batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), traj.replace(entropy=None))
   advantages = jnp.linspace(-1.0, 1.0, batch.reward.shape[0])
   returns = advantages * 0.5
@@ -73,19 +95,9 @@ def test_loss_and_gradient_match_the_dense_formulation(data, ent_coef):
   np.testing.assert_allclose(ours_aux["approx_kl"], 0.0, atol=1e-6)
 
 
-def test_one_update_with_sampling_held_fixed_matches_the_dense_formulation(data):
-  config = _tiny(0.0)
-  trainer, state, traj = _setup(config, data)
-
-  def rollout_fn(params, key, data):
-    del params, key, data
-    return traj, {}
-
-  optimizer = ppo.make_optimizer(config)
-  ours = jax.jit(ppo.make_update(config, trainer.agent.evaluate, rollout_fn, optimizer))
-  ref = jax.jit(ppo.make_update(config, _dense_evaluate(config), rollout_fn, optimizer))
-  ours_state, ours_metrics = ours(state, data)
-  ref_state, ref_metrics = ref(state, data)
+def test_one_update_with_sampling_held_fixed_matches_the_dense_formulation(played, updated):
+  _, state, _ = played
+  (ours_state, ours_metrics), (ref_state, ref_metrics) = updated
   np.testing.assert_allclose(ours_metrics["loss"], ref_metrics["loss"], rtol=1e-4, atol=1e-6)
   moved = 0.0
   for a, b, before in zip(jax.tree.leaves(ours_state.params), jax.tree.leaves(ref_state.params),
@@ -93,3 +105,31 @@ def test_one_update_with_sampling_held_fixed_matches_the_dense_formulation(data)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     moved = max(moved, float(jnp.max(jnp.abs(b - before))))
   assert moved > 1e-3  # the update did change the parameters
+
+
+def test_the_update_moves_the_policy_to_better_actions_and_the_value_to_the_returns(
+    data, played, updated):
+  """Measured apart from the loss that was minimised: the change of each rollout action's
+  log-probability points along its advantage (cosine 0.11 to 0.21 over six rollouts on
+  2026-12-07, this one 0.20; a reversed policy gradient makes it negative), and the value's
+  squared error to the returns falls by about half (0.31 -> 0.11 here).
+
+  The suite's short form of benchmarks/long_checks_test.py's meta-training check, which
+  trains 40 updates and compares held-out episodes."""
+  config = _tiny(0.0)
+  trainer, state, traj = played
+  (new_state, _), _ = updated
+  advantages, returns = ppo.gae(traj.reward, traj.value, config.gamma, config.gae_lambda)
+  advantages = np.asarray(ppo.normalize_advantages(advantages), np.float64).reshape(-1)
+  returns = np.asarray(returns, np.float64).reshape(-1)
+  batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), traj.replace(entropy=None))
+  evaluate = jax.jit(lambda params, data: trainer.agent.evaluate(params, batch.obs,
+                                                                 batch.action, data)[:2])
+  log_prob, value = (np.asarray(x, np.float64) for x in evaluate(state.params, data))
+  new_log_prob, new_value = (np.asarray(x, np.float64)
+                             for x in evaluate(new_state.params, data))
+  change = new_log_prob - log_prob
+  cosine = advantages @ change / (np.linalg.norm(advantages) * np.linalg.norm(change))
+  assert cosine > 0.05, cosine
+  error, new_error = np.mean((value - returns)**2), np.mean((new_value - returns)**2)
+  assert new_error < 0.75 * error, (error, new_error)

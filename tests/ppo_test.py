@@ -76,9 +76,12 @@ def test_paper_episode_answers_its_last_architecture():
   episodes = env.EpisodeParams(device=devices, budget_ms=budget, dataset=jnp.zeros(2, jnp.int32),
                                oracle_proxy=jnp.ones(2))
   model = paper.PaperPolicy()
-  params = model.init(jax.random.key(0), jnp.zeros((paper.HISTORY, paper.NUM_ACTIONS + 1)))
-  transitions, score, valid = paper.batch_rollout(model.apply, params, episodes,
-                                                  jax.random.key(1), proxies, 4)
+  # Jitted: op by op, each of the episode's operations would compile on its own (seconds).
+  params = jax.jit(model.init)(jax.random.key(0),
+                               jnp.zeros((paper.HISTORY, paper.NUM_ACTIONS + 1)))
+  rollout = jax.jit(paper.batch_rollout, static_argnums=(0, 5))
+  transitions, score, valid = rollout(model.apply, params, episodes, jax.random.key(1),
+                                      proxies, 4)
   assert transitions.action.shape == (2, 3)  # K - 1 edits after a random first probe
   np.testing.assert_array_equal(valid, transitions.latency_rel[:, -1] <= 1.0)
   assert bool(jnp.all((score == 0) | valid))

@@ -1,17 +1,23 @@
 """Tests of experiments/search.py: the search command on a table device and on the host.
 
-The command runs as a subprocess (`python -m experiments.search`), on a small fake
-latency file written to tmp_path, with the bundle's proxies from $HWNAS_DATA_DIR.
+The command runs in-process (its flags defined on a FlagValues of its own, then `main`),
+on a small fake latency file written to tmp_path, with the bundle's proxies from
+$HWNAS_DATA_DIR; one refusal runs as a real subprocess (`python -m experiments.search`)
+for its exit status and its one line.
 """
 
 import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
+from absl import flags
 import numpy as np
 import pytest
 
+from experiments import cli
+from experiments import search
 from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.devices.table import TableDevice
@@ -42,12 +48,28 @@ def run_cli(data_dir, *args):
                         capture_output=True, text=True, timeout=240, check=False)
 
 
-def test_table_search_writes_record_and_plot(data_dir, fake_latency, tmp_path):
+@pytest.fixture
+def search_command(data_dir, monkeypatch):
+  """The command in-process: `search_command(*args)` defines its flags on a FlagValues of its
+  own, parses `args` and calls `main` (what `cli.run` prints for a user error: test it
+  with `cli.message` of the error raised)."""
+  monkeypatch.setenv("HWNAS_DATA_DIR", data_dir)
+
+  def run(*args):
+    argv = ["experiments.search", *args]
+    fv = flags.FlagValues()
+    with mock.patch.object(sys, "argv", argv):
+      search.define_flags(fv)
+      fv(argv)
+    return search.main([], fv)
+
+  return run
+
+
+def test_table_search_writes_record_and_plot(search_command, fake_latency, tmp_path, capsys):
   output = tmp_path / "run.json"
-  result = run_cli(data_dir, f"--device=table:{fake_latency}:fake", "--budget_ms=3",
-                   "--probes=5", "--method=random", "--seed=3", f"--output={output}")
-  assert result.returncode == 0, result.stderr
-  assert "Unable to initialize backend" not in result.stderr  # jax's note on a missing TPU
+  search_command(f"--device=table:{fake_latency}:fake", "--budget_ms=3", "--probes=5",
+                 "--method=random", "--seed=3", f"--output={output}")
   record = json.loads(output.read_text())
   assert record["device"] == "fake" and record["method"] == "random" and record["seed"] == 3
   assert record["proxy"] == aggregate.DEFAULT_PROXY  # the record names the proxy it searched
@@ -65,37 +87,42 @@ def test_table_search_writes_record_and_plot(data_dir, fake_latency, tmp_path):
   assert record["table"]["fastest_ms"] == 1.0
   png = tmp_path / "run.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  assert "answer: index" in result.stdout and "check (outside the 5 probes)" in result.stdout
+  stdout = capsys.readouterr().out
+  assert "answer: index" in stdout and "check (outside the 5 probes)" in stdout
 
 
 def test_budget_below_every_table_architecture(data_dir, fake_latency, tmp_path):
+  """The real command: exit status 2, one line, no traceback, nothing written."""
   output = tmp_path / "never.json"
   result = run_cli(data_dir, f"--device=table:{fake_latency}:fake", "--budget_ms=0.5",
                    "--method=lsq", f"--output={output}")
-  assert result.returncode != 0
-  assert "below every architecture" in result.stderr and "takes 1 ms" in result.stderr
+  assert result.returncode == 2
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1, result.stderr
+  assert "below every architecture" in lines[0] and "takes 1 ms" in lines[0]
   assert "Traceback" not in result.stderr
+  assert "Unable to initialize backend" not in result.stderr  # jax's note on a missing TPU
   assert not output.exists()  # refused before any probe
 
 
-def test_host_search_without_feasible_probe_says_fastest(data_dir, tmp_path):
+def test_host_search_without_feasible_probe_says_fastest(search_command, tmp_path):
   output = tmp_path / "host.json"
-  result = run_cli(data_dir, "--device=host", "--budget_ms=1e-6", "--probes=2", "--method=random",
+  with pytest.raises(session.SearchError) as error:
+    search_command("--device=host", "--budget_ms=1e-6", "--probes=2", "--method=random",
                    f"--output={output}", *TINY_HOST)
-  assert result.returncode != 0
-  assert "no probed architecture was within the budget" in result.stderr
-  assert "fastest probe measured" in result.stderr and "Traceback" not in result.stderr
+  said = cli.message(error.value)  # what `cli.run` prints after "error: "
+  assert "no probed architecture was within the budget" in said
+  assert "fastest probe measured" in said
   record = json.loads(output.read_text())  # the probes were spent: their record is kept
   assert len(record["probes"]) == 2 and record["answer"] is None and not record["valid"]
   assert record["host"]["channels"] == 4 and len(record["host_measurements"]) == 2
   assert all(p["latency_ms"] > 0 and p["iqr_ms"] >= 0 for p in record["probes"])
 
 
-def test_host_search_remeasures_the_answer(data_dir, tmp_path):
+def test_host_search_remeasures_the_answer(search_command, tmp_path):
   output = tmp_path / "host.json"
-  result = run_cli(data_dir, "--device=host", "--budget_ms=1e6", "--probes=2", "--method=random",
-                   f"--output={output}", *TINY_HOST)
-  assert result.returncode == 0, result.stderr
+  search_command("--device=host", "--budget_ms=1e6", "--probes=2", "--method=random",
+                 f"--output={output}", *TINY_HOST)
   record = json.loads(output.read_text())
   assert record["valid"] and record["check"]["within_budget"]
   assert "re-measured on the live device" in record["check"]["note"]

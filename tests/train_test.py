@@ -1,10 +1,13 @@
 """Meta-training end to end: it beats random search on held-out synthetic devices, resumes
-from its checkpoint, and its workdir deploys as a search method."""
+from its checkpoint, and its workdir deploys as a search method.
+
+That 40 updates improve on the untrained controller is checked in
+benchmarks/long_checks_test.py (a minute on two cores); the suite's short form, that an
+update moves the policy and the value the right way, is in ppo_equivalence_test.py."""
 
 import importlib.resources
 import json
 
-import jax
 import numpy as np
 import pytest
 
@@ -47,27 +50,6 @@ def test_controller_beats_random_search_on_held_out_synthetic_devices(run):
   # the controller takes more risk than random search for a better answer.
   assert last["eval_score"] > last["random_score"] + 0.1
   assert last["eval_feasible_rate"] > 0.5
-
-
-def test_meta_training_improves_on_the_untrained_controller_with_few_probes(data_dir):
-  """At K = 3 there is no room to confirm an answer by repeats, which the hand-set initial
-  weights try to do: 40 short updates learn to answer anyway (held-out synthetic devices).
-
-  What they learn is to answer: the share of episodes with a valid answer rises by 0.14
-  (0.52 -> 0.66 on 2026-12-07). The score rises less than it did under version 0.2.0's
-  proxy and prior (+0.035 against +0.29): with the default proxy and a prior that holds the
-  phones, 40 updates at K = 3 barely move the answer's proxy (BUILD_NOTES, K = 3)."""
-  config = quick.get_config()
-  config.update(num_devices=128, num_probes=3, hidden_size=16, num_minibatches=2,
-                num_epochs=2, eval_devices=512, num_updates=40, learning_rate=1e-3)
-  data, _ = train.training_data(config, data_dir)
-  trainer = train.make_train(config)
-  state, _ = jax.jit(trainer.train)(jax.random.key(0), data)
-  evaluate = jax.jit(trainer.evaluate)
-  untrained_score, untrained_valid = evaluate(trainer.init(jax.random.key(0)).params, data)
-  trained_score, trained_valid = evaluate(state.params, data)
-  assert float(trained_valid.mean()) > float(untrained_valid.mean()) + 0.07
-  assert float(trained_score.mean()) > float(untrained_score.mean())
 
 
 def test_rerun_resumes_from_the_checkpoint(run, data_dir):

@@ -71,16 +71,22 @@ def ranks(values: np.ndarray) -> np.ndarray:
   return result
 
 
-def combine(how: str, columns: Sequence[np.ndarray]) -> np.ndarray:
+def _part(how: str, column: np.ndarray, ranked: np.ndarray | None = None) -> np.ndarray:
+  """One term's share of a combination by `how`; `ranked`: its ranks, if already known."""
+  if how == "mean":
+    return minmax(column)
+  if how not in ("rank", "logrank"):
+    raise ValueError(f"unknown aggregation {how!r}; known: {', '.join(HOWS)}")
+  ranked = ranks(column) if ranked is None else ranked
+  return ranked if how == "rank" else np.log(ranked / column.size)
+
+
+def combine(how: str, columns: Sequence[np.ndarray], ranked: Sequence | None = None) -> np.ndarray:
   """One score per architecture from the term columns, by `how` (see the module doc)."""
   columns = [np.asarray(c, dtype=np.float64) for c in columns]
-  if how == "mean":
-    return np.mean([minmax(c) for c in columns], axis=0)
-  if how == "rank":
-    return np.sum([ranks(c) for c in columns], axis=0)
-  if how == "logrank":
-    return np.sum([np.log(ranks(c) / c.size) for c in columns], axis=0)
-  raise ValueError(f"unknown aggregation {how!r}; known: {', '.join(HOWS)}")
+  ranked = ranked or [None] * len(columns)
+  parts = [_part(how, c, r) for c, r in zip(columns, ranked)]
+  return np.mean(parts, axis=0) if how == "mean" else np.sum(parts, axis=0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,10 +137,28 @@ def term_tables(proxies: Mapping[str, np.ndarray], dataset: str) -> dict[str, np
 
 def proxy(name: str, proxies: Mapping[str, np.ndarray], dataset: str) -> np.ndarray:
   """The named combination for a dataset: (15625,) float64 in [0, 1], larger = better."""
+  return proxies_of([name], proxies, dataset)[0]
+
+
+def proxies_of(names: Sequence[str], proxies: Mapping[str, np.ndarray],
+               dataset: str) -> list[np.ndarray]:
+  """Several named combinations of a dataset (`proxy` of each), each term ranked once: a
+  study of hundreds of candidates ranks the same dozen tables thousands of times otherwise."""
   available = term_tables(proxies, dataset)
-  how, terms = parse(name, available)
-  score = combine(how, [available[t] for t in terms])
-  return score if how == "mean" else minmax(score)  # a mean of min-maxes is in [0, 1]
+  ranked = {}
+
+  def ranks_of(term):
+    if term not in ranked:
+      ranked[term] = ranks(np.asarray(available[term], np.float64))
+    return ranked[term]
+
+  scores = []
+  for name in names:
+    how, terms = parse(name, available)
+    score = combine(how, [available[t] for t in terms],
+                    None if how == "mean" else [ranks_of(t) for t in terms])
+    scores.append(score if how == "mean" else minmax(score))  # a mean of min-maxes is in [0, 1]
+  return scores
 
 
 def candidate_names(terms: Sequence[str] = FRESH_TERMS, hows: Sequence[str] = ("rank", "logrank"),

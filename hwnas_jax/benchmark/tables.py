@@ -345,6 +345,10 @@ class Benchmark:
     """
     return aggregate.proxy(name, self._proxies_of(dataset), dataset)
 
+  def named_proxies(self, dataset: str, names: Sequence[str]) -> list[np.ndarray]:
+    """`proxy` of each name, computed together (each term ranked once)."""
+    return aggregate.proxies_of(names, self._proxies_of(dataset), dataset)
+
   def _proxies_of(self, dataset: str) -> Mapping[str, np.ndarray]:
     if dataset not in self.proxies:
       raise KeyError(f"no proxies for dataset {dataset!r}; known: {', '.join(self.datasets)}")

@@ -13,7 +13,10 @@ operation-count group of candidate i (210 groups, `count_groups`),
   logit(i)     = proxy_weight * p_i + gain_weight[g] * relu(p_i - best) + group_term[g]
   logit(N + e) = extras[e]
 
-and probed candidates have probability 0 (`dense_logits` writes them as MASKED). Everything
+and probed candidates have probability 0 (`dense_logits` writes them as MASKED). A
+candidate whose proxy is at or below `floor` (the proxy of an answer already confirmed)
+cannot improve the answer: its logit is lowered by DOMINATED, so it is chosen only when no
+other candidate is left. Everything
 that is a property of a group is computed once per group; only `a * p + B_g * relu(p - b)`
 is per candidate.
 
@@ -54,6 +57,9 @@ import numpy as np
 from hwnas_jax.benchmark import searchspace
 
 MASKED = -1e9  # logit of a probed candidate in `dense_logits`
+# Lowers the logit of a candidate that cannot improve a confirmed answer; finite, so that a
+# policy with nothing better left still has a distribution (and the order among them).
+DOMINATED = 1e3
 LANES = 16     # block rows are padded to a multiple of this (one AVX-512 vector of float32)
 # Observations per chunk of the one-pass kernels on CPU: the chunk's logits and weights
 # (chunk x ~17,000 floats each) stay in the L2 cache. Elsewhere (GPU) the whole batch.
@@ -205,6 +211,7 @@ class Scores:
   probed_valid: jax.Array  # (K,) bool: which slots of `probed` hold a probe
   extras: jax.Array        # (E,) logits of the extra actions
   dataset: jax.Array       # () int32 row of the proxy table
+  floor: jax.Array | None = None  # () proxies <= floor are dominated (-inf or None: none)
 
 
 @chex.dataclass(frozen=True)
@@ -217,6 +224,15 @@ class ProxyTable:
   values: jax.Array               # (D, N)
   blocks: tuple[jax.Array, ...]   # per block (D, G_s, width); padding holds any finite value
   floor: jax.Array                # (D,) the minimum, the gain threshold before any valid probe
+
+
+def dominated(p, floor):
+  """The logit offset of candidates of proxy `p` under `floor` (0 or -DOMINATED)."""
+  return jnp.where(p <= floor, -DOMINATED, 0.0)
+
+
+def _floor(scores: Scores):
+  return jnp.full_like(scores.best, -jnp.inf) if scores.floor is None else scores.floor
 
 
 def proxy_table(proxies_std, layout: Layout | None = None) -> ProxyTable:
@@ -235,7 +251,7 @@ def dense_logits(scores: Scores, proxy_std, layout: Layout | None = None) -> jax
   p = jnp.asarray(proxy_std, jnp.float32)
   logits = (scores.proxy_weight * p
             + scores.gain_weight[group_of] * jax.nn.relu(p - scores.best)
-            + scores.group_term[group_of])
+            + scores.group_term[group_of] + dominated(p, _floor(scores)))
   probed = jnp.zeros(p.shape[0], bool).at[scores.probed].max(scores.probed_valid)
   return jnp.concatenate([jnp.where(probed, MASKED, logits), scores.extras])
 
@@ -249,7 +265,7 @@ def action_logit(scores: Scores, table: ProxyTable, action, layout: Layout | Non
   p = table.values[scores.dataset, index]
   logit = (scores.proxy_weight * p
            + scores.gain_weight[group] * jax.nn.relu(p - jax.lax.stop_gradient(scores.best))
-           + scores.group_term[group])
+           + scores.group_term[group] + dominated(p, _floor(scores)))
   logit = jnp.where(jnp.any(scores.probed_valid & (scores.probed == action)), MASKED, logit)
   num_extras = scores.extras.shape[-1]
   if num_extras == 0:
@@ -261,17 +277,17 @@ def action_logit(scores: Scores, table: ProxyTable, action, layout: Layout | Non
 # --- one observation's pass over its candidates ---------------------------------------
 # The kernels see one observation as a tuple of arrays, its group terms per row:
 # (proxy_weight, gain_row (rows,), term_row (rows,), extras (E,), best, probed, probed_valid,
-#  dataset); `_map_rows` runs them on a batch, a chunk of observations at a time.
+#  dataset, floor); `_map_rows` runs them on a batch, a chunk of observations at a time.
 
 def _row_inputs(scores: Scores, layout: Layout):
   return (scores.proxy_weight, layout.expand(scores.gain_weight),
           layout.expand(scores.group_term), scores.extras, scores.best, scores.probed,
-          scores.probed_valid, scores.dataset)
+          scores.probed_valid, scores.dataset, _floor(scores))
 
 
 def _row_pass(x, table: ProxyTable, layout: Layout):
   """Per block: (logits, proxy, relu(p - best), masked) of one observation, (rows, width)."""
-  proxy_weight, gain_row, term_row, _, best, probed, probed_valid, dataset = x
+  proxy_weight, gain_row, term_row, _, best, probed, probed_valid, dataset, floor = x
   best = jax.lax.stop_gradient(best)
   masked = jnp.zeros(layout.size, bool).at[jnp.asarray(layout.position)[probed]].max(
       probed_valid)
@@ -282,7 +298,7 @@ def _row_pass(x, table: ProxyTable, layout: Layout):
     p = jax.lax.stop_gradient(table.blocks[k][dataset])
     relu = jax.nn.relu(p - best)
     logits = (proxy_weight * p + gain_row[row:row + rows, None] * relu
-              + term_row[row:row + rows, None])
+              + term_row[row:row + rows, None] + dominated(p, floor))
     mask = masked[start:start + rows * width].reshape(rows, width) | pad
     blocks.append((logits, p, relu, mask))
     row += rows
@@ -459,7 +475,7 @@ def _row_sample(u, x, table: ProxyTable, layout: Layout):
   probed = jnp.any((members[:, None] == x[5][None, :]) & x[6][None, :], axis=1)
   p = jax.lax.stop_gradient(table.values[x[7], jnp.minimum(members, layout.num_candidates - 1)])
   relu = jax.nn.relu(p - jax.lax.stop_gradient(x[4]))
-  logits = x[0] * p + x[1][row] * relu + x[2][row]
+  logits = x[0] * p + x[1][row] * relu + x[2][row] + dominated(p, x[8])
   inside_cdf = jnp.cumsum(jnp.where(pad | probed, 0.0, jnp.exp(logits - m)))
   rest = target - jnp.where(choice > 0, cdf[jnp.maximum(choice - 1, 0)], 0.0)
   rest = jnp.clip(rest, 0.0, jnp.nextafter(inside_cdf[-1], 0.0))
@@ -524,4 +540,5 @@ def uniform_scores(obs, num_groups: int | None = None, num_extras: int = 0) -> S
   return Scores(proxy_weight=jnp.zeros(()), gain_weight=jnp.zeros(num_groups),
                 group_term=jnp.zeros(num_groups), best=jnp.zeros(()),
                 probed=obs.probe_index, probed_valid=jnp.arange(slots) < obs.num_probed,
-                extras=jnp.full(num_extras, -jnp.inf), dataset=obs.dataset)
+                extras=jnp.full(num_extras, -jnp.inf), dataset=obs.dataset,
+                floor=jnp.full((), -jnp.inf))

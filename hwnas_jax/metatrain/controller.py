@@ -167,7 +167,7 @@ def repeat_features(probe_proxy, best, stats: noise.ProbeStats):
 
 def candidate_scores(weights, best, obs: Observation, prior_mean, prior_scale, noise_scale,
                      confirm_rel,
-                     extras=None) -> candidates.Scores:
+                     extras=None, floor=None) -> candidates.Scores:
   """`features(candidate) @ weights` for every candidate, factorised (`candidates.Scores`).
 
   Latency features live on the 210 count groups; only the proxy terms are per candidate:
@@ -188,7 +188,8 @@ def candidate_scores(weights, best, obs: Observation, prior_mean, prior_scale, n
       proxy_weight=w["proxy"], gain_weight=w["gain"] + w["expected_gain"] * p_fit,
       group_term=group_term, best=best, probed=obs.probe_index,
       probed_valid=jnp.arange(num_slots) < obs.num_probed,
-      extras=jnp.zeros(0, jnp.float32) if extras is None else extras, dataset=obs.dataset)
+      extras=jnp.zeros(0, jnp.float32) if extras is None else extras, dataset=obs.dataset,
+      floor=floor)
 
 
 class Controller(nn.Module):
@@ -238,9 +239,14 @@ class Controller(nn.Module):
                               bias_init=lambda *_: jnp.array(INITIAL_REPEAT_WEIGHTS))(h)
     features, can_repeat = repeat_features(probe_proxy, best, stats)
     extras = jnp.where(can_repeat, features @ repeat_weights, MASKED)
+    # Once an answer is confirmed, a probe of no higher proxy (a new candidate or a repeat)
+    # cannot change it: such probes come last (on a device unlike the prior, the learned
+    # weights alone spent them on equals of the answer).
+    floor = jnp.where(any_confirmed, best, -jnp.inf)
+    extras = extras + candidates.dominated(probe_proxy, floor)
     confirm_rel = jnp.exp(-CONFIRM_Z * stats.sigma_upper / jnp.sqrt(2.0))
     scores = candidate_scores(weights, best, obs, prior_mean, prior_scale, noise_scale,
-                              confirm_rel, extras)
+                              confirm_rel, extras, floor)
     value = nn.Dense(1, name="value")(nn.tanh(nn.Dense(self.hidden_size, name="value_hidden")(h)))
     return scores, value[0]
 

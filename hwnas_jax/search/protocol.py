@@ -45,17 +45,21 @@ def oracle(latency_ms: np.ndarray, accuracy: np.ndarray, proxy: np.ndarray,
 
 def proxy_oracle(latency_ms: np.ndarray, accuracy: np.ndarray, proxy: np.ndarray,
                  budget_ms: float) -> int:
-  """The best-proxy architecture within budget (the limit of ranking by this proxy)."""
+  """The best-proxy architecture within budget (the limit of ranking by this proxy); with
+  proxies (C, N), one per row."""
   del accuracy
   return _argmax_within(proxy, latency_ms, budget_ms)
 
 
-def _argmax_within(score: np.ndarray, latency_ms: np.ndarray, budget_ms: float) -> int:
+def _argmax_within(score: np.ndarray, latency_ms: np.ndarray, budget_ms: float):
+  """The best-`score` architecture within budget, the first on ties; `score` (N,) gives an
+  int, (C, N) one index per row (a study's C proxies at once)."""
   feasible = np.flatnonzero(latency_ms <= budget_ms)  # NaN (cannot run) is never feasible
   if not feasible.size:
     raise ValueError(f"no architecture has latency <= {budget_ms:.4g} ms "
                      f"(fastest: {np.nanmin(latency_ms):.4g} ms)")
-  return int(feasible[np.argmax(score[feasible])])
+  best = feasible[np.argmax(np.asarray(score)[..., feasible], axis=-1)]
+  return int(best) if np.ndim(best) == 0 else best
 
 
 REFERENCES = {"oracle": oracle, "proxy_oracle": proxy_oracle}

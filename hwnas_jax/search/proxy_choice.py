@@ -37,13 +37,12 @@ def proxy_oracle_accuracy(benchmark: tables.Benchmark, names: Sequence[str],
   result = np.empty((len(names), len(devices), len(datasets), len(percentiles)))
   for s, dataset in enumerate(datasets):
     accuracy = benchmark.accuracy(dataset)
-    scores = [benchmark.proxy(dataset, name) for name in names]
+    scores = np.stack(benchmark.named_proxies(dataset, names))
     for d, device in enumerate(devices):
       latency = benchmark.latency(device)
       for b, q in enumerate(percentiles):
         budget_ms = protocol.percentile_budget(latency, q).budget_ms
-        for c, proxy in enumerate(scores):
-          result[c, d, s, b] = accuracy[protocol.proxy_oracle(latency, accuracy, proxy, budget_ms)]
+        result[:, d, s, b] = accuracy[protocol.proxy_oracle(latency, accuracy, scores, budget_ms)]
   return result
 
 

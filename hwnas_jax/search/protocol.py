@@ -44,14 +44,15 @@ def oracle(latency_ms: np.ndarray, accuracy: np.ndarray, proxy: np.ndarray,
 
 
 def proxy_oracle(latency_ms: np.ndarray, accuracy: np.ndarray, proxy: np.ndarray,
-                 budget_ms: float) -> int:
+                 budget_ms: float) -> int | np.ndarray:
   """The best-proxy architecture within budget (the limit of ranking by this proxy); with
   proxies (C, N), one per row."""
   del accuracy
   return _argmax_within(proxy, latency_ms, budget_ms)
 
 
-def _argmax_within(score: np.ndarray, latency_ms: np.ndarray, budget_ms: float):
+def _argmax_within(score: np.ndarray, latency_ms: np.ndarray,
+                   budget_ms: float) -> int | np.ndarray:
   """The best-`score` architecture within budget, the first on ties; `score` (N,) gives an
   int, (C, N) one index per row (a study's C proxies at once)."""
   feasible = np.flatnonzero(latency_ms <= budget_ms)  # NaN (cannot run) is never feasible

@@ -94,7 +94,9 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
   training = list(benchmark.training_devices)
   validation = [d for d in benchmark.devices if d not in training]
   devices = training + validation
-  acc = proxy_choice.proxy_oracle_accuracy(benchmark, names, devices, datasets, percentiles)
+  scores = {s: benchmark.named_proxies(s, names) for s in datasets}
+  acc = proxy_choice.proxy_oracle_accuracy(benchmark, names, devices, datasets, percentiles,
+                                           scores)
   ceiling = proxy_choice.oracle_accuracy(benchmark, devices, datasets, percentiles)[None]
   families = tables.family_members(training)
   by_family = proxy_choice.group_means(acc, devices, families)
@@ -117,7 +119,6 @@ def study(benchmark: tables.Benchmark, names: Sequence[str],
                          paper_on_held_out=value[aggregate.PAPER],
                          oracle_on_held_out=ceilings[family]))
 
-  scores = {s: benchmark.named_proxies(s, names) for s in datasets}
   accuracy_ranks = {s: aggregate.ranks(benchmark.accuracy(s)) for s in datasets}
   rows = {}
   for c, name in enumerate(names):

@@ -32,17 +32,21 @@ _TOLERANCE = 1e-9
 
 def proxy_oracle_accuracy(benchmark: tables.Benchmark, names: Sequence[str],
                           devices: Sequence[str], datasets: Sequence[str],
-                          percentiles: Sequence[float]) -> np.ndarray:
-  """(candidates, devices, datasets, budgets) test accuracy of each cell's proxy oracle."""
+                          percentiles: Sequence[float],
+                          scores: Mapping[str, Sequence[np.ndarray]] | None = None) -> np.ndarray:
+  """(candidates, devices, datasets, budgets) test accuracy of each cell's proxy oracle;
+  `scores`: each dataset's `benchmark.named_proxies(dataset, names)`, if already computed."""
   result = np.empty((len(names), len(devices), len(datasets), len(percentiles)))
   for s, dataset in enumerate(datasets):
     accuracy = benchmark.accuracy(dataset)
-    scores = np.stack(benchmark.named_proxies(dataset, names))
+    scores_of = scores[dataset] if scores else benchmark.named_proxies(dataset, names)
+    scores_of = np.stack(scores_of)
     for d, device in enumerate(devices):
       latency = benchmark.latency(device)
       for b, q in enumerate(percentiles):
         budget_ms = protocol.percentile_budget(latency, q).budget_ms
-        result[:, d, s, b] = accuracy[protocol.proxy_oracle(latency, accuracy, scores, budget_ms)]
+        result[:, d, s, b] = accuracy[protocol.proxy_oracle(latency, accuracy, scores_of,
+                                                            budget_ms)]
   return result
 
 

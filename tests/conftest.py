@@ -29,6 +29,18 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
+def pytest_collection_finish(session):
+  """A test module's `start_early()` (a check in a process of its own) runs once the tests
+  are collected, beside them: the suite runs one test at a time, mostly on one core."""
+  if session.config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+    return
+  modules = {id(item.module): item.module for item in session.items
+             if getattr(item, "module", None) is not None}
+  for module in modules.values():
+    if hasattr(module, "start_early"):
+      module.start_early()
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
   """Each test its own cache folder: the measurement store of a live search goes there,

@@ -1,8 +1,10 @@
 """What a new user meets first: help that lists the config entries, no TPU note, progress that
 suits a log file, aligned tables, and plots whose labels say what they show and do not collide.
-Each test is fast: figures are built and measured in memory, commands run only for --help.
+Each test is fast: figures are built and measured in memory, and the two commands run
+beside the other tests (`start_early`).
 """
 
+import atexit
 import io
 import logging
 import os
@@ -25,14 +27,34 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHON
 TPU_NOTE = "Unable to initialize backend 'tpu'"
 
 
-def _command(*args):
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=ENV, capture_output=True,
-                        text=True, timeout=240, check=False)
+# The two commands these tests read: each starts as soon as the tests are collected
+# (`start_early`, called by conftest.py), beside the other tests, and its test collects it.
+COMMANDS = {
+    "help": ["-m", "experiments.meta_train", "--config=experiments/configs/quick.py", "--help"],
+    "no_tpu_note": ["-c", "import jax\nfrom experiments import cli\n"
+                    "cli.run(lambda argv: print('platform', jax.default_backend()))\n"],
+}
+_RUNNING: dict = {}
+
+
+def start_early():
+  for name, args in COMMANDS.items():
+    if name not in _RUNNING:
+      _RUNNING[name] = subprocess.Popen([sys.executable, *args], cwd=REPO, env=ENV,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+      atexit.register(_RUNNING[name].kill)  # an interrupted session leaves nothing running
+
+
+def _command(name):
+  start_early()
+  process = _RUNNING[name]
+  stdout, stderr = process.communicate(timeout=240)
+  return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def test_meta_train_help_exits_0_and_lists_the_config_entries():
-  result = _command("-m", "experiments.meta_train",
-                    "--config=experiments/configs/quick.py", "--help")
+  result = _command("help")
   assert result.returncode == 0, result.stderr
   assert "--workdir" in result.stdout
   lines = result.stdout.splitlines()
@@ -45,9 +67,7 @@ def test_meta_train_help_exits_0_and_lists_the_config_entries():
 
 def test_no_tpu_note_and_the_cpu_still_used():
   """jax logs that libtpu is missing when it looks for backends: `cli.run` drops that line."""
-  script = ("import jax\nfrom experiments import cli\n"
-            "cli.run(lambda argv: print('platform', jax.default_backend()))\n")
-  result = _command("-c", script)
+  result = _command("no_tpu_note")
   assert result.returncode == 0, result.stderr
   assert TPU_NOTE not in result.stderr + result.stdout
   assert "platform" in result.stdout

@@ -1,7 +1,8 @@
 """Sharded meta-training: shard_map over 4 forced CPU devices == the same shards vmapped.
 
 The multi-device check runs in a subprocess (this file as a script), because the forced
-device count must be set before JAX starts and other test modules start it first.
+device count must be set before JAX starts and other test modules start it first. It starts
+as soon as the tests are collected (`start_early`), so it runs beside the rest of the suite.
 
 What must agree is the update of the whole batch: the gradient averaged over shards, with
 advantages normalised over all of them. The two programs are compiled differently, so their
@@ -13,6 +14,7 @@ same clipping), where a parameter's change is the learning rate times its gradie
 compares the changes to a tolerance set by the size of the changes themselves.
 """
 
+import atexit
 import os
 import subprocess
 import sys
@@ -108,14 +110,30 @@ def check_sharded_matches_vmapped():
         f"(params moved up to {moved:.2e}); metrics {sorted(vmapped_metrics)}")
 
 
-def test_sharded_update_matches_vmapped_shards():
+_CHILD: list = []  # the check's process, once started
+
+
+def start_early():
+  """Starts the check in its own process (conftest.py calls this once the tests are
+  collected): it then runs beside the other tests, on the core a one-test-at-a-time suite
+  leaves idle, and its test only collects the result."""
+  if _CHILD:
+    return _CHILD[0]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   # The session's compilation cache reaches the child through the environment (conftest.py).
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-  run = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=root, env=env,
-                       capture_output=True, text=True, timeout=600)
-  assert run.returncode == 0, run.stdout + run.stderr
-  assert "sharded == vmapped" in run.stdout
+  child = subprocess.Popen([sys.executable, os.path.abspath(__file__)], cwd=root, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  atexit.register(child.kill)  # an interrupted session leaves nothing running
+  _CHILD.append(child)
+  return child
+
+
+def test_sharded_update_matches_vmapped_shards():
+  child = start_early()
+  stdout, stderr = child.communicate(timeout=600)
+  assert child.returncode == 0, stdout + stderr
+  assert "sharded == vmapped" in stdout
 
 
 def test_one_shard_takes_the_plain_path(monkeypatch):

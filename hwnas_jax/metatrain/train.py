@@ -272,13 +272,49 @@ def make_update_fn(config, trainer: Trainer) -> Callable:
   return jax.jit(batched)
 
 
+# Config fields that steer the loop or choose the data, never what the programs compute.
+LOOP_AND_DATA_FIELDS = ("num_updates", "eval_every", "checkpoint_every", "seed",
+                        "held_out_family", "proxy")
+_PROGRAMS: dict[str, "Programs"] = {}
+_MAX_PROGRAMS = 4
+
+
+class Programs(NamedTuple):
+  """The jitted functions of a run (leading axis of states and results: seeds)."""
+  init: Callable           # keys -> states
+  update: Callable         # (states, data) -> (states, metrics), `make_update_fn`
+  evaluate: Callable       # (params, data) -> (score, valid) per seed and held-out episode
+  params_finite: Callable  # params -> whether each seed's are all finite
+  random_score: Callable   # (data, key, num_slots) -> random search's (score, valid)
+
+
+def programs(config) -> Programs:
+  """The run's jitted functions, built once per process and configuration: a resumed run,
+  or the next held-out family of `experiments.family_study` (the same config but for
+  LOOP_AND_DATA_FIELDS), neither traces nor compiles them again."""
+  key = json.dumps({k: v for k, v in config.to_dict().items()
+                    if k not in LOOP_AND_DATA_FIELDS}, sort_keys=True, default=repr)
+  if key not in _PROGRAMS:
+    while len(_PROGRAMS) >= _MAX_PROGRAMS:
+      _PROGRAMS.pop(next(iter(_PROGRAMS)))  # the oldest
+    trainer = make_train(config, sharding.AXIS if int(config.num_shards) > 1 else None)
+    _PROGRAMS[key] = Programs(
+        init=jax.jit(jax.vmap(trainer.init)),
+        update=make_update_fn(config, trainer),
+        evaluate=jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None))),
+        params_finite=jax.jit(jax.vmap(lambda params: jnp.all(jnp.stack(
+            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)])))),
+        random_score=jax.jit(random_score, static_argnums=2))
+  return _PROGRAMS[key]
+
+
 # --- the resumable loop ------------------------------------------------------------------------
 
-def _seed_states(config, trainer: Trainer, workdir: str, resuming: bool):
+def _seed_states(config, workdir: str, resuming: bool):
   """Initial (or restored) states of every seed, stacked; the update they resume from."""
   seeds = checkpoint.seeds_of(config)
   keys = jnp.stack([jax.random.key(s) for s in seeds])
-  states = jax.jit(jax.vmap(trainer.init))(keys)
+  states = programs(config).init(keys)
   # Strong types from the start, so the update compiles once (init makes some weak).
   states = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), states)
   if not resuming:
@@ -332,17 +368,14 @@ def _train_and_evaluate(config, workdir: str, data_dir: str | None = None,
   seeds = checkpoint.seeds_of(config)
   if int(config.num_shards) > 1:
     sharding.check_num_shards(config)
-  trainer = make_train(config, sharding.AXIS if int(config.num_shards) > 1 else None)
-  states, start = _seed_states(config, trainer, workdir, resuming)
+  jitted = programs(config)
+  states, start = _seed_states(config, workdir, resuming)
   for seed in seeds:  # from 0, the untrained row (step 0) is written again below
     checkpoint.truncate_metrics(workdir, seed, start if start else -1)
   if start:
     log(f"resuming from update {start} in {workdir}")
-  update = make_update_fn(config, trainer)
-  evaluate = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None)))
-  params_finite = jax.jit(jax.vmap(lambda params: jnp.all(jnp.stack(
-      [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))))
-  reference_score, reference_valid = jax.jit(random_score, static_argnums=2)(
+  update, evaluate, params_finite = jitted.update, jitted.evaluate, jitted.params_finite
+  reference_score, reference_valid = jitted.random_score(
       data, jax.random.key(EVAL_SEED), config_lib.num_slots(config))
   reference = {"random_score": float(reference_score.mean()),
                "random_feasible_rate": float(reference_valid.mean())}

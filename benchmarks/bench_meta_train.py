@@ -224,6 +224,9 @@ def _worker_command(shards: int, batch: int, seeds: int) -> list[str]:
           else a for a in argv]
   if not any(a.startswith("--config=") for a in argv):
     argv.append(f"--config={os.path.join(ROOT, 'experiments/configs/default.py')}")
+  # The file before its overrides (--config.x=...): absl reads a --config.x given first
+  # against no config and refuses it.
+  argv.sort(key=lambda a: not a.startswith("--config="))
   return [sys.executable, os.path.abspath(__file__), *argv, f"--worker_shards={shards}",
           f"--worker_batch={batch}", f"--worker_seeds={seeds}"]
 

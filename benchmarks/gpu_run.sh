@@ -3,15 +3,16 @@
 #
 #   bash benchmarks/gpu_run.sh bench   # ~5 min: bench_meta_train at 1,024 / 4,096 / 16,384
 #                                      #   devices x 1 / 4 seeds (one shard)
-#   bash benchmarks/gpu_run.sh train   # ~5 min: experiments/configs/default.py (4,096 x 300),
-#                                      #   4 seeds at once (--config.num_seeds=4)
+#   bash benchmarks/gpu_run.sh train   # experiments/configs/default.py (4,096 x 300, K drawn
+#                                      #   in 3..20), $SEEDS seeds at once (default 2); K = 10
+#                                      #   alone took 221 s for 4 seeds on an H200 (0.2.0)
 #   bash benchmarks/gpu_run.sh all     # both (over 10 minutes: two device calls are safer)
 #
 # Run from the repository root. Writes (at most 8 files, for the device tool):
 #   $OUT/env.txt        nvidia-smi, python, jax and its devices, what was installed
 #   $OUT/bench.txt      the benchmark's table;  $OUT/bench.json  every result
 #   $OUT/train.txt      the run's last lines, wall time, seconds per update (from metrics)
-#   $OUT/default_4seeds.tar.gz   the trained workdir (config, checkpoints, metrics, curves)
+#   $OUT/default_${SEEDS}seeds.tar.gz   the trained workdir (config, checkpoints, metrics, curves)
 # Data: $HWNAS_DATA_DIR, else .devdata/nb201 (a copy of the bundle carried to the machine).
 # Every step has its own timeout and the script goes on after a failure. Without the
 # benchmark bundle ($HWNAS_DATA_DIR) the embedded defaults are used: the same work.
@@ -28,7 +29,8 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false   # peak memory per worker, not 75% o
 if [ -z "${HWNAS_DATA_DIR:-}" ] && [ -d .devdata/nb201 ]; then
   export HWNAS_DATA_DIR="$PWD/.devdata/nb201"
 fi
-TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-400}
+TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-540}
+SEEDS=${SEEDS:-2}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-330}
 BENCH_SIZES=${BENCH_SIZES:-1024,4096,16384}
 PY=${PYTHON:-python3}
@@ -64,15 +66,15 @@ bench() {
 }
 
 train() {
-  log "train start: default.py, 4 seeds"
-  local workdir=/tmp/gpu_default_4seeds start end
+  log "train start: default.py, $SEEDS seeds"
+  local workdir=/tmp/gpu_default_${SEEDS}seeds start end
   start=$(date +%s)
   timeout "$TRAIN_TIMEOUT" "$PY" -m experiments.meta_train --config=experiments/configs/default.py \
-    --config.num_seeds=4 --workdir="$workdir" --fresh ${TRAIN_FLAGS:-} > /tmp/gpu_train.log 2>&1
+    --config.num_seeds="$SEEDS" --workdir="$workdir" --fresh ${TRAIN_FLAGS:-} > /tmp/gpu_train.log 2>&1
   local status=$?
   end=$(date +%s)
   {
-    echo "default.py, 4 seeds: exit $status, wall $((end - start)) s (compile and evaluation included)"
+    echo "default.py, $SEEDS seeds: exit $status, wall $((end - start)) s (compile and evaluation included)"
     tail -c 3000 /tmp/gpu_train.log | tr '\r' '\n' | tail -n 12
     "$PY" - "$workdir" <<'EOF'
 import glob, json, statistics, sys
@@ -89,8 +91,8 @@ for path in sorted(glob.glob(sys.argv[1] + "/seed_*/metrics.jsonl")):
   break  # every seed's row holds the same (vmapped) seconds
 EOF
   } | tee "$OUT/train.txt"
-  tar -czf "$OUT/default_4seeds.tar.gz" -C "$(dirname "$workdir")" "$(basename "$workdir")" \
-    && log "workdir saved to default_4seeds.tar.gz"
+  tar -czf "$OUT/default_${SEEDS}seeds.tar.gz" -C "$(dirname "$workdir")" \
+    "$(basename "$workdir")" && log "workdir saved to default_${SEEDS}seeds.tar.gz"
   log "train end"
 }
 

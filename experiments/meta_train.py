@@ -3,8 +3,9 @@ r"""Meta-train the controller on synthetic devices.
   python -m experiments.meta_train --config=experiments/configs/quick.py --workdir=runs/quick \
     [--config.num_devices=4096] [--config.num_seeds=4] [--data_dir=PATH] [--fresh]
 
-Configs (experiments/configs/): `default.py` (4,096 devices x 300 updates: 221 s for 4
-seeds on one H200 GPU, 47 min for one seed on two CPU cores), `quick.py` (256 x 40: about
+Configs (experiments/configs/): `default.py` (4,096 devices x 300 updates, K drawn in 3..20:
+one checkpoint for every K; at K = 10 it took 221 s for 4 seeds on one H200 GPU and 47 min
+for one seed on two CPU cores, the range about 2.2 times that), `quick.py` (256 x 40: about
 2 min on two CPU cores at load 1, a minute of it compiling), `paper.py` (the paper-faithful
 controller, 256 x 40). A
 rerun with the same --workdir and config resumes from its last checkpoint; --fresh starts it
@@ -25,8 +26,8 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
   cleanly (tests define them on a FlagValues of their own)."""
   config_flags.DEFINE_config_file(
       "config", "experiments/configs/default.py",
-      "Meta-training configuration file: default.py (4,096 devices x 300 updates; 221 s for 4 "
-      "seeds on one H200, 47 min for one on 2 CPU cores), quick.py (256 x 40; about 2 min on 2 "
+      "Meta-training configuration file: default.py (4,096 devices x 300 updates, K in 3..20; "
+      "about 100 min a seed on 2 CPU cores), quick.py (256 x 40; about 2 min on 2 "
       "CPU cores at load 1), paper.py (paper-faithful, 256 x 40).",
       flag_values=fv)
   flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.", required=True,

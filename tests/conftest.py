@@ -30,15 +30,18 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
 
 
 def pytest_collection_finish(session):
-  """A test module's `start_early()` (a check in a process of its own) runs once the tests
-  are collected, beside them: the suite runs one test at a time, mostly on one core."""
+  """A test module's `start_early(selected)` (checks in processes of their own, for the
+  selected test functions of that module) runs once the tests are collected, beside them:
+  the suite runs one test at a time, mostly on one core."""
   if session.config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
     return
-  modules = {id(item.module): item.module for item in session.items
-             if getattr(item, "module", None) is not None}
-  for module in modules.values():
-    if hasattr(module, "start_early"):
-      module.start_early()
+  selected = {}
+  for item in session.items:
+    module = getattr(item, "module", None)
+    if module is not None and hasattr(module, "start_early"):
+      selected.setdefault(module, set()).add(item.originalname)
+  for module, names in selected.items():
+    module.start_early(names)
 
 
 @pytest.fixture(autouse=True)

@@ -27,19 +27,22 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHON
 TPU_NOTE = "Unable to initialize backend 'tpu'"
 
 
-# The two commands these tests read: each starts as soon as the tests are collected
-# (`start_early`, called by conftest.py), beside the other tests, and its test collects it.
+# The two commands these tests read, by the test that reads each: each starts as soon as
+# the tests are collected (`start_early`, called by conftest.py), beside the other tests,
+# and its test collects it.
 COMMANDS = {
-    "help": ["-m", "experiments.meta_train", "--config=experiments/configs/quick.py", "--help"],
-    "no_tpu_note": ["-c", "import jax\nfrom experiments import cli\n"
-                    "cli.run(lambda argv: print('platform', jax.default_backend()))\n"],
+    "test_meta_train_help_exits_0_and_lists_the_config_entries":
+        ["-m", "experiments.meta_train", "--config=experiments/configs/quick.py", "--help"],
+    "test_no_tpu_note_and_the_cpu_still_used":
+        ["-c", "import jax\nfrom experiments import cli\n"
+         "cli.run(lambda argv: print('platform', jax.default_backend()))\n"],
 }
 _RUNNING: dict = {}
 
 
-def start_early():
+def start_early(selected=None):
   for name, args in COMMANDS.items():
-    if name not in _RUNNING:
+    if name not in _RUNNING and (selected is None or name in selected):
       _RUNNING[name] = subprocess.Popen([sys.executable, *args], cwd=REPO, env=ENV,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
@@ -47,14 +50,14 @@ def start_early():
 
 
 def _command(name):
-  start_early()
+  start_early({name})
   process = _RUNNING[name]
   stdout, stderr = process.communicate(timeout=240)
   return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def test_meta_train_help_exits_0_and_lists_the_config_entries():
-  result = _command("help")
+  result = _command("test_meta_train_help_exits_0_and_lists_the_config_entries")
   assert result.returncode == 0, result.stderr
   assert "--workdir" in result.stdout
   lines = result.stdout.splitlines()
@@ -67,7 +70,7 @@ def test_meta_train_help_exits_0_and_lists_the_config_entries():
 
 def test_no_tpu_note_and_the_cpu_still_used():
   """jax logs that libtpu is missing when it looks for backends: `cli.run` drops that line."""
-  result = _command("no_tpu_note")
+  result = _command("test_no_tpu_note_and_the_cpu_still_used")
   assert result.returncode == 0, result.stderr
   assert TPU_NOTE not in result.stderr + result.stdout
   assert "platform" in result.stdout

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from experiments.configs import quick
+from hwnas_jax.metatrain import candidates
+from hwnas_jax.metatrain import controller
 from hwnas_jax.metatrain import env
 from hwnas_jax.metatrain import ppo
 from hwnas_jax.metatrain import train
@@ -133,3 +135,60 @@ def test_the_update_moves_the_policy_to_better_actions_and_the_value_to_the_retu
   assert cosine > 0.05, cosine
   error, new_error = np.mean((value - returns)**2), np.mean((new_value - returns)**2)
   assert new_error < 0.75 * error, (error, new_error)
+
+
+def test_whole_episode_evaluation_equals_step_by_step(data, played):
+  """One GRU pass over an episode's last observation gives every step's log-probability,
+  value and entropy, as the per-step evaluation does: the same float32 computations,
+  batched differently. (Steps past an episode's own K weigh nothing in the loss; that a
+  mixed-K batch plays each episode as alone is episode_test's.)"""
+  trainer, state, traj = played
+  model = train.make_model(_tiny(0.0))
+
+  @jax.jit
+  def both(params, data):
+    table = candidates.proxy_table(data.proxies_std)
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), traj.obs)
+    per_step = controller.evaluator(model)(params, flat, traj.action.reshape(-1), table, True)
+    whole = controller.episode_evaluator(model)(params, traj.obs, traj.action, table, True)
+    return per_step, whole
+
+  per_step, whole = both(state.params, data)
+  assert whole[0].shape == traj.action.shape == (32, 5)
+  for a, b in zip(per_step, whole):
+    np.testing.assert_allclose(np.asarray(b).reshape(-1), a, rtol=1e-5, atol=1e-5)
+  del trainer
+
+
+def test_episode_minibatches_hold_whole_episodes():
+  """With config.episode_minibatches the loss sees (episodes, steps) blocks, every episode
+  once an epoch; without, single steps from across the episodes."""
+  num_episodes, num_steps = 8, 3
+  ids = jnp.broadcast_to(jnp.arange(num_episodes)[:, None], (num_episodes, num_steps))
+  zeros = jnp.zeros((num_episodes, num_steps))
+  traj = env.Transition(obs=ids, action=ids, arch=ids, log_prob=zeros, value=zeros,
+                        reward=zeros + 1.0, latency_rel=zeros, valid=zeros > 0)
+  seen = []
+
+  def evaluate(params, obs, actions, data, entropy):
+    del actions, data, entropy
+    jax.debug.callback(lambda o: seen.append(np.asarray(o)), obs)
+    return params["w"] * jnp.ones(obs.shape), params["w"] * jnp.ones(obs.shape), None
+
+  for by_episode in (True, False):
+    seen.clear()
+    config = _tiny(0.0)
+    config.update(num_minibatches=2, num_epochs=2, episode_minibatches=by_episode)
+    update = ppo.make_update(config, evaluate, lambda *_: (traj, {}),
+                             ppo.make_optimizer(config))
+    state = ppo.TrainState(params={"w": jnp.zeros(())}, opt_state=ppo.make_optimizer(
+        config).init({"w": jnp.zeros(())}), step=jnp.array(0), key=jax.random.key(0))
+    jax.block_until_ready(jax.jit(update)(state, None))
+    assert len(seen) == 4  # 2 epochs x 2 minibatches
+    if by_episode:
+      assert all(mb.shape == (4, num_steps) and (mb == mb[:, :1]).all() for mb in seen)
+      for epoch in (seen[:2], seen[2:]):
+        assert sorted(np.concatenate([mb[:, 0] for mb in epoch])) == list(range(num_episodes))
+    else:
+      assert all(mb.shape == (num_episodes * num_steps // 2,) for mb in seen)
+      assert any(len(set(mb.tolist())) > 4 for mb in seen)  # steps of many episodes mixed

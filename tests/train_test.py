@@ -94,7 +94,12 @@ def test_paper_controller_trains_and_deploys(tmp_path, data_dir, benchmark):
 
 
 def test_configs_are_sized_as_documented():
-  assert default.get_config().num_devices == 4096
+  d, q = default.get_config(), quick.get_config()
+  assert d.num_devices == 4096
+  # default.py: one checkpoint for every K and for told noise; quick.py: the headline setting.
+  assert (tuple(d.num_probes_range), d.noise_told_share, d.episode_minibatches) == (
+      (3, 20), 0.5, True)
+  assert (tuple(q.num_probes_range), q.noise_told_share, q.num_probes) == ((), 0.0, 10)
   assert quick.get_config().num_devices * quick.get_config().num_updates <= 256 * 60
   p = paper.get_config()
   assert (p.name, p.prior, p.gamma, p.learning_rate, p.num_probes) == (

@@ -12,10 +12,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_probes = 10            # K: latency probes per episode
   # K drawn per meta-training episode in [low, high], in the observation, so one checkpoint
   # serves every K; () trains at num_probes only.
-  config.num_probes_range = ()
+  config.num_probes_range = (3, 20)
   # The share of meta-training episodes told their device's noise level (`--noise_prior` when
   # deployed); the others are told nothing, as under the headline protocol.
-  config.noise_told_share = 0.0
+  config.noise_told_share = 0.5
   config.num_devices = 4096         # synthetic-device episodes per update
   config.num_updates = 300
   config.budget_percentiles = (5.0, 60.0)  # budgets drawn as latency percentiles of each device
@@ -32,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rate = 3e-4
   config.num_epochs = 4
   config.num_minibatches = 8
+  # Minibatches of whole episodes: the GRU reads each probe history once (ppo.make_update).
+  config.episode_minibatches = True
   config.gamma = 1.0
   config.gae_lambda = 0.95
   config.clip_eps = 0.2

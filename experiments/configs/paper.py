@@ -22,4 +22,9 @@ def get_config():
   config.num_minibatches = 32
   config.ent_coef = 0.0
   config.eval_devices = 256
+  # One K, told nothing, and minibatches of single steps shuffled across episodes, as the
+  # paper's Stable-Baselines3 PPO does.
+  config.num_probes_range = ()
+  config.noise_told_share = 0.0
+  config.episode_minibatches = False
   return config

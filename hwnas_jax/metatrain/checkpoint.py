@@ -142,7 +142,8 @@ def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
 # Config keys added after runs were saved, with the value those runs trained under: the
 # paper's proxy and no penalty for an episode without a valid answer.
 KEYS_ADDED_LATER = {"proxy": "paper", "invalid_penalty": 0.0, "held_out_family": "",
-                    "num_probes_range": (), "noise_told_share": 0.0}
+                    "num_probes_range": (), "noise_told_share": 0.0,
+                    "episode_minibatches": False}
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

@@ -81,6 +81,14 @@ def num_slots(config) -> int:
   return max([int(config.num_probes), *(int(k) for k in probe_range[1:])])
 
 
+def minibatch_items(config) -> tuple[int, str]:
+  """(how many, of what) one shard's batch holds for PPO to split into minibatches."""
+  episodes = config.num_devices // config.num_shards
+  if config.get("episode_minibatches", False):
+    return episodes, "episodes"
+  return episodes * num_slots(config), "probe-steps"
+
+
 def validate(config) -> None:
   """ValueError, with the key and the allowed values, for anything a run cannot use."""
   _choice(config, "name", NAMES)
@@ -137,11 +145,14 @@ def validate(config) -> None:
   if not 0 < low <= high <= 100:
     raise ValueError(f"config.budget_percentiles must satisfy 0 < low <= high <= 100, got "
                      f"{tuple(config.budget_percentiles)}")
-  steps = config.num_devices // config.num_shards * num_slots(config)
-  if config.num_devices % config.num_shards or steps % config.num_minibatches:
+  if not isinstance(config.get("episode_minibatches", False), bool):
+    raise ValueError("config.episode_minibatches must be True or False, got "
+                     f"{config.episode_minibatches!r}")
+  items, what = minibatch_items(config)
+  if config.num_devices % config.num_shards or items % config.num_minibatches:
     raise ValueError(f"config.num_devices={config.num_devices} must split into "
                      f"config.num_shards={config.num_shards} equal shards whose "
-                     f"{steps} probe-steps split into config.num_minibatches="
+                     f"{items} {what} split into config.num_minibatches="
                      f"{config.num_minibatches}")
 
 

@@ -63,6 +63,21 @@ def policy_scores(model: nn.Module, params, obs: Observation, table: candidates.
                      table.floor[obs.dataset], method="policy")
 
 
+def episode_scores(model: nn.Module, params, obs: Observation, table: candidates.ProxyTable):
+  """(`candidates.Scores`, value) of every step of one episode (leading axis of `obs`:
+  steps), its probe history read by one GRU pass, over its last observation, instead of
+  one per step."""
+  last = jax.tree.map(lambda x: x[-1], obs)
+  carries = model.apply(params, last, table.values[last.dataset, last.probe_index],
+                        method="carries")
+
+  def step(obs_t):
+    return model.apply(params, obs_t, table.values[obs_t.dataset, obs_t.probe_index],
+                       table.floor[obs_t.dataset], carries, method="policy")
+
+  return jax.vmap(step)(obs)
+
+
 def _batch_scores(model, params, obs, table):
   return jax.vmap(policy_scores, in_axes=(None, None, 0, None))(model, params, obs, table)
 
@@ -92,6 +107,22 @@ def evaluator(model: nn.Module):
     scores, value = _batch_scores(model, params, obs, table)
     log_prob, ent = candidates.log_prob(scores, table, actions, entropy=entropy)
     return log_prob, value, ent if entropy else None
+
+  return evaluate
+
+
+def episode_evaluator(model: nn.Module):
+  """`evaluator`'s function for whole episodes: obs and actions (episodes, steps, ...), and
+  (log_prob, value, entropy or None) of shape (episodes, steps) (`episode_scores`)."""
+
+  def evaluate(params, obs: Observation, actions, table: candidates.ProxyTable,
+               entropy: bool = False):
+    scores, value = jax.vmap(episode_scores, in_axes=(None, None, 0, None))(
+        model, params, obs, table)
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), scores)
+    log_prob, ent = candidates.log_prob(flat, table, actions.reshape(-1), entropy=entropy)
+    return (log_prob.reshape(actions.shape), value,
+            ent.reshape(actions.shape) if entropy else None)
 
   return evaluate
 
@@ -198,45 +229,65 @@ class Controller(nn.Module):
   `policy(obs, probe_proxy, proxy_floor) -> (candidates.Scores, value ())`: the factorised
   logits, what meta-training uses (with `policy_scores`); `probe_proxy` (K,) is the proxy
   of each probe slot and `proxy_floor` the task's minimum proxy, in standard units.
+  `carries(obs, probe_proxy) -> (K + 1, hidden)`: the history's recurrent state after each
+  number of probes, so one pass serves every step of an episode (`episode_scores`).
   `__call__(obs, proxy_std) -> (logits (N + E,), value ())`: the same as dense logits
   (`candidates.dense_logits`), for deployment; `proxy_std` is the task's proxy in standard
   units (`standardize`), so any dataset or computed proxy table can be used.
   """
   hidden_size: int = 64
 
-  @nn.compact
-  def policy(self, obs: Observation, probe_proxy: jnp.ndarray, proxy_floor: jnp.ndarray):
-    prior_mean = self.param("prior_mean", lambda _: jnp.ones(searchspace.NUM_OPS))
-    prior_scale = jax.nn.softplus(self.param("prior_scale_raw", lambda _: jnp.array(0.55, jnp.float32)))
-    noise_scale = jax.nn.softplus(self.param("noise_scale_raw", lambda _: jnp.array(-2.5, jnp.float32)))
-    stats = env.probe_stats(obs)
-    best, any_confirmed = probe_summary(probe_proxy, proxy_floor, stats)
-    noise_scale = jnp.sqrt(noise_scale**2 + stats.sigma_mean**2)  # the device's probe noise
+  def setup(self):
+    self.prior_mean = self.param("prior_mean", lambda _: jnp.ones(searchspace.NUM_OPS))
+    self.prior_scale_raw = self.param("prior_scale_raw",
+                                      lambda _: jnp.array(0.55, jnp.float32))
+    self.noise_scale_raw = self.param("noise_scale_raw",
+                                      lambda _: jnp.array(-2.5, jnp.float32))
+    self.history = nn.GRUCell(self.hidden_size)
+    self.summary = nn.Dense(self.hidden_size)
+    self.weights = nn.Dense(NUM_FEATURES, kernel_init=nn.initializers.zeros,
+                            bias_init=lambda *_: jnp.array(INITIAL_WEIGHTS))
+    self.repeat_weights = nn.Dense(len(REPEAT_FEATURES), kernel_init=nn.initializers.zeros,
+                                   bias_init=lambda *_: jnp.array(INITIAL_REPEAT_WEIGHTS))
+    self.value_hidden = nn.Dense(self.hidden_size)
+    self.value = nn.Dense(1)
 
-    # Recurrent summary of the probe history, slot by slot (masked beyond num_probed).
-    num_slots = obs.probe_index.shape[0]
-    mask = jnp.arange(num_slots) < obs.num_probed
+  def carries(self, obs: Observation, probe_proxy: jnp.ndarray) -> jnp.ndarray:
+    """(K + 1, hidden): row j is the GRU's summary of the first j probe slots. A slot's
+    input depends only on earlier slots, so the rows of an episode's last observation are
+    those of each of its steps."""
+    stats = env.probe_stats(obs)
     steps = jnp.stack([jnp.clip(obs.latency_rel, 0.0, 4.0),
                        (obs.latency_rel <= 1.0).astype(jnp.float32),
                        probe_proxy,
                        jnp.log(jnp.clip(obs.latency_rel, 1e-3, None)),
                        (~stats.first).astype(jnp.float32)], axis=-1)  # a repeat
-    cell = nn.GRUCell(self.hidden_size, name="history")
     carry = jnp.zeros(self.hidden_size)
-    for slot in range(num_slots):  # K is small and static: unrolled
-      new_carry, _ = cell(carry, steps[slot])
-      carry = jnp.where(mask[slot], new_carry, carry)
+    rows = [carry]
+    for slot in range(obs.probe_index.shape[0]):  # K is small and static: unrolled
+      carry, _ = self.history(carry, steps[slot])
+      rows.append(carry)
+    return jnp.stack(rows)
+
+  def policy(self, obs: Observation, probe_proxy: jnp.ndarray, proxy_floor: jnp.ndarray,
+             carries: jnp.ndarray | None = None):
+    """`carries`: `self.carries` of this observation or of a later one of its episode."""
+    prior_scale = jax.nn.softplus(self.prior_scale_raw)
+    noise_scale = jax.nn.softplus(self.noise_scale_raw)
+    stats = env.probe_stats(obs)
+    best, any_confirmed = probe_summary(probe_proxy, proxy_floor, stats)
+    noise_scale = jnp.sqrt(noise_scale**2 + stats.sigma_mean**2)  # the device's probe noise
+    if carries is None:
+      carries = self.carries(obs, probe_proxy)
+    carry = carries[obs.num_probed]  # the probe history so far (num_probed slots)
     # Against the episode's own K, not the history's length: one policy for every K.
     num_probes = obs.num_probes.astype(jnp.float32)
     progress = jnp.stack([obs.num_probed / num_probes, any_confirmed.astype(jnp.float32), best,
                           num_probes - obs.num_probed, jnp.log(stats.sigma_upper),
                           stats.df / num_probes])
-    h = nn.tanh(nn.Dense(self.hidden_size, name="summary")(jnp.concatenate([carry, progress])))
-    weights = nn.Dense(NUM_FEATURES, name="weights", kernel_init=nn.initializers.zeros,
-                       bias_init=lambda *_: jnp.array(INITIAL_WEIGHTS))(h)
-    repeat_weights = nn.Dense(len(REPEAT_FEATURES), name="repeat_weights",
-                              kernel_init=nn.initializers.zeros,
-                              bias_init=lambda *_: jnp.array(INITIAL_REPEAT_WEIGHTS))(h)
+    h = nn.tanh(self.summary(jnp.concatenate([carry, progress])))
+    weights = self.weights(h)
+    repeat_weights = self.repeat_weights(h)
     features, can_repeat = repeat_features(probe_proxy, best, stats)
     extras = jnp.where(can_repeat, features @ repeat_weights, MASKED)
     # Once an answer is confirmed, a probe of no higher proxy (a new candidate or a repeat)
@@ -245,9 +296,9 @@ class Controller(nn.Module):
     floor = jnp.where(any_confirmed, best, -jnp.inf)
     extras = extras + candidates.dominated(probe_proxy, floor)
     confirm_rel = jnp.exp(-CONFIRM_Z * stats.sigma_upper / jnp.sqrt(2.0))
-    scores = candidate_scores(weights, best, obs, prior_mean, prior_scale, noise_scale,
+    scores = candidate_scores(weights, best, obs, self.prior_mean, prior_scale, noise_scale,
                               confirm_rel, extras, floor)
-    value = nn.Dense(1, name="value")(nn.tanh(nn.Dense(self.hidden_size, name="value_hidden")(h)))
+    value = self.value(nn.tanh(self.value_hidden(h)))
     return scores, value[0]
 
   def __call__(self, obs: Observation, proxy_std: jnp.ndarray):

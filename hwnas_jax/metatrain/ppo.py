@@ -115,6 +115,20 @@ def dense_evaluate(apply_fn: Callable) -> Callable:
   return evaluate
 
 
+def per_step(evaluate_fn: Callable) -> Callable:
+  """An `evaluate(params, obs, actions, data, entropy)` of single steps (leading axis) made
+  one of whole episodes (leading axes: episodes, steps), as `make_update` calls it when
+  `config.episode_minibatches`."""
+
+  def evaluate(params, obs, actions, data, entropy: bool = False):
+    shape = actions.shape
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), obs)
+    out = evaluate_fn(params, flat, actions.reshape(-1), data, entropy)
+    return tuple(None if x is None else x.reshape(shape) for x in out)
+
+  return evaluate
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                      optax.adam(config.learning_rate, eps=1e-5))
@@ -126,7 +140,9 @@ def make_update(config, evaluate_fn: Callable, rollout_fn: Callable,
 
   `rollout_fn(policy_params, key, data) -> (Transition [episodes, steps], metrics)` plays
   one batch of fresh episodes; `evaluate_fn(params, obs, actions, data, entropy) ->
-  (log_prob, value, entropy or None)` scores a minibatch (see `ppo_loss`). With
+  (log_prob, value, entropy or None)` scores a minibatch (see `ppo_loss`): of steps
+  (leading axis), or with `config.episode_minibatches` of whole episodes (leading axes:
+  episodes, steps; `per_step` makes one of a per-step function). With
   `axis_name` (the shards' axis under `shard_map` or `vmap`, see `sharding`), every shard
   plays its own episodes (its key folded with its index), normalises advantages with the
   global statistics and averages gradients and metrics over the shards, so parameters and
@@ -142,7 +158,10 @@ def make_update(config, evaluate_fn: Callable, rollout_fn: Callable,
       key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
     key_roll, key_perm = jax.random.split(key)
     traj, rollout_metrics = rollout_fn(state.params, key_roll, data)
-    batch_size = traj.reward.size  # episodes x steps, static
+    # Minibatches of whole episodes (config.episode_minibatches), so a recurrent policy reads
+    # each history once, or of single steps shuffled across episodes (Stable-Baselines3's).
+    by_episode = bool(config.get("episode_minibatches", False))
+    batch_size = traj.reward.shape[0] if by_episode else traj.reward.size  # static
     minibatch_size = batch_size // config.num_minibatches
     values = traj.value
     if getattr(traj, "live", None) is not None:  # an episode ends at its own K: value 0 after
@@ -150,8 +169,9 @@ def make_update(config, evaluate_fn: Callable, rollout_fn: Callable,
       values = values * traj.live
     advantages, returns = gae(traj.reward, values, config.gamma, config.gae_lambda)
     traj = traj.replace(entropy=None)  # a rollout metric, not needed by the loss
-    flat = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]),
-                        (traj, advantages, returns))
+    flat = (traj, advantages, returns)
+    if not by_episode:
+      flat = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), flat)
 
     def evaluate(params, obs, actions, entropy):
       return evaluate_fn(params, obs, actions, data, entropy)

@@ -66,9 +66,9 @@ def check_num_shards(config) -> int:
   if config.num_devices % num_shards:
     raise ValueError(f"config.num_shards={num_shards} does not divide "
                      f"config.num_devices={config.num_devices}")
-  shard_steps = config.num_devices // num_shards * config_lib.num_slots(config)
-  if shard_steps % config.num_minibatches:
-    raise ValueError(f"each shard's {shard_steps} probe-steps do not split into "
+  items, what = config_lib.minibatch_items(config)
+  if items % config.num_minibatches:
+    raise ValueError(f"each shard's {items} {what} do not split into "
                      f"config.num_minibatches={config.num_minibatches}")
   return num_shards
 

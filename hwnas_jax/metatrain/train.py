@@ -167,14 +167,16 @@ class Agent(NamedTuple):
 
 def make_agent(config) -> Agent:
   model, num_probes = make_model(config), config_lib.num_slots(config)
+  by_episode = bool(config.get("episode_minibatches", False))  # how ppo calls `evaluate`
   if config.name == "paper_controller":
+    evaluate = ppo.dense_evaluate(lambda params, obs, data: model.apply(params, obs))
     return Agent(
         init=lambda key: model.init(key, jnp.zeros((paper.HISTORY, paper.NUM_ACTIONS + 1))),
-        evaluate=ppo.dense_evaluate(lambda params, obs, data: model.apply(params, obs)),
+        evaluate=ppo.per_step(evaluate) if by_episode else evaluate,
         rollout=lambda params, episodes, key, data, greedy=False: paper.batch_rollout(
             model.apply, params, episodes, key, data.proxies_raw, num_probes, greedy))
 
-  evaluate = controller_lib.evaluator(model)
+  evaluate = (controller_lib.episode_evaluator if by_episode else controller_lib.evaluator)(model)
 
   def rollout(params, episodes, key, data, greedy=False):
     table = candidates.proxy_table(data.proxies_std)  # once per rollout, shared by every row

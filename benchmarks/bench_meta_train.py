@@ -129,7 +129,7 @@ def run_worker(config, data_dir, repeats: int, num_seeds: int) -> dict:
     seconds.append(time.perf_counter() - start)
     cpu_seconds.append(time.process_time() - cpu)
   per_update = statistics.median(seconds) if seconds else first_s
-  probe_steps = config.num_devices * config.num_probes * num_seeds
+  probe_steps = config.num_devices * num_steps(config) * num_seeds
   return {"shards": int(config.num_shards), "num_devices": int(config.num_devices),
           "seeds": num_seeds, "probe_steps": probe_steps, "setup_s": setup_s,
           "compile_s": compile_s, "first_call_s": first_s, "s_per_update": per_update,
@@ -193,13 +193,20 @@ def measure_machine() -> dict:
           "backend": jax.default_backend()}
 
 
+def num_steps(config) -> int:
+  """Steps an episode plays: K, or the largest K of `num_probes_range` (written out here,
+  as `config.num_slots` is, because a --compare tree may predate it)."""
+  return max([int(config.num_probes),
+              *(int(k) for k in tuple(config.get("num_probes_range", ()))[1:])])
+
+
 def network_flops(config) -> tuple[float, float]:
   """(forward matmul FLOPs of the controller per observation, per probe-step of an update).
 
   The GRU (input 4, hidden H) over K slots, the summary (H + 4 -> H), the feature weights
   (H -> 7), the value head (H -> H -> 1); the backward is counted as twice the forward.
   """
-  h, k = int(config.hidden_size), int(config.num_probes)
+  h, k = int(config.hidden_size), num_steps(config)
   forward = 2 * (k * (4 * 3 * h + h * 3 * h) + (h + 4) * h + h * 7 + h * h + h)
   return forward, forward * (1 + 3 * int(config.num_epochs))
 
@@ -297,7 +304,12 @@ def main(argv):
 
   trees = [("new", ROOT)] + ([("base", os.path.abspath(_COMPARE.value))] if _COMPARE.value
                              else [])
-  print(f"meta-training throughput: config {config.name}, K={config.num_probes}, "
+  k_range = tuple(config.get("num_probes_range", ()))
+  print(f"meta-training throughput: config {config.name}, "
+        + (f"K drawn in {k_range[0]}..{k_range[1]} ({num_steps(config)} steps an episode), "
+           if k_range else f"K={config.num_probes}, ")
+        + f"{'whole-episode' if config.get('episode_minibatches', False) else 'single-step'} "
+        f"minibatches, "
         f"hidden {config.hidden_size}, {config.num_epochs} epochs x {config.num_minibatches} "
         f"minibatches; s/update: " + (f"median of {_REPEATS.value} updates after the first"
                                         if _REPEATS.value else "the first call after compiling"))

@@ -59,8 +59,12 @@ setup() {
 
 bench() {
   log "bench start"
+  # K = 10, told nothing, single-step minibatches: the workload of the earlier GPU tables
+  # (default.py's K in 3..20 plays twice the steps an episode).
   timeout "$BENCH_TIMEOUT" "$PY" -m benchmarks.bench_meta_train --batch_sizes="$BENCH_SIZES" --seeds=1,4 \
-    --shards=1 --repeats=3 --timeout=150 --json_out="$OUT/bench.json" 2>&1 \
+    --shards=1 --repeats=3 --timeout=150 --json_out="$OUT/bench.json" \
+    --config.num_probes_range="()" --config.noise_told_share=0 \
+    --config.episode_minibatches=False 2>&1 \
     | grep -v '^JSON' | tee "$OUT/bench.txt"
   log "bench end (exit ${PIPESTATUS[0]})"
 }

@@ -52,7 +52,11 @@ def start_early(selected=None):
 def _command(name):
   start_early({name})
   process = _RUNNING[name]
-  stdout, stderr = process.communicate(timeout=240)
+  try:
+    stdout, stderr = process.communicate(timeout=240)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    raise
   return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 

@@ -140,24 +140,28 @@ def test_the_update_moves_the_policy_to_better_actions_and_the_value_to_the_retu
 def test_whole_episode_evaluation_equals_step_by_step(data, played):
   """One GRU pass over an episode's last observation gives every step's log-probability,
   value and entropy, as the per-step evaluation does: the same float32 computations,
-  batched differently. (Steps past an episode's own K weigh nothing in the loss; that a
-  mixed-K batch plays each episode as alone is episode_test's.)"""
-  trainer, state, traj = played
+  batched differently. Also for episodes whose own K (3) ends before the history's 5
+  slots: their later steps repeat the observation after K probes, as a mixed-K rollout
+  leaves them."""
+  _, state, traj = played
   model = train.make_model(_tiny(0.0))
+  steps = np.minimum(np.arange(traj.action.shape[1]), 3)
+  ended = jax.tree.map(lambda x: x[:, steps], traj.obs).replace(
+      num_probes=jnp.full(traj.action.shape, 3, jnp.int32))
 
   @jax.jit
-  def both(params, data):
+  def both(params, obs, data):
     table = candidates.proxy_table(data.proxies_std)
-    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), traj.obs)
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), obs)
     per_step = controller.evaluator(model)(params, flat, traj.action.reshape(-1), table, True)
-    whole = controller.episode_evaluator(model)(params, traj.obs, traj.action, table, True)
+    whole = controller.episode_evaluator(model)(params, obs, traj.action, table, True)
     return per_step, whole
 
-  per_step, whole = both(state.params, data)
-  assert whole[0].shape == traj.action.shape == (32, 5)
-  for a, b in zip(per_step, whole):
-    np.testing.assert_allclose(np.asarray(b).reshape(-1), a, rtol=1e-5, atol=1e-5)
-  del trainer
+  for obs in (traj.obs, ended):
+    per_step, whole = both(state.params, obs, data)
+    assert whole[0].shape == traj.action.shape == (32, 5)
+    for a, b in zip(per_step, whole):
+      np.testing.assert_allclose(np.asarray(b).reshape(-1), a, rtol=1e-5, atol=1e-5)
 
 
 def test_episode_minibatches_hold_whole_episodes():

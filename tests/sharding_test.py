@@ -135,7 +135,11 @@ def start_early(selected=None):
 
 def test_sharded_update_matches_vmapped_shards():
   child = start_early()
-  stdout, stderr = child.communicate(timeout=600)
+  try:
+    stdout, stderr = child.communicate(timeout=600)
+  except subprocess.TimeoutExpired:
+    child.kill()
+    raise
   assert child.returncode == 0, stdout + stderr
   assert "sharded == vmapped" in stdout
 

@@ -299,6 +299,7 @@ def programs(config) -> Programs:
   if key not in _PROGRAMS:
     while len(_PROGRAMS) >= _MAX_PROGRAMS:
       _PROGRAMS.pop(next(iter(_PROGRAMS)))  # the oldest
+    config = config.copy_and_resolve_references()  # the key's values, whatever the caller does
     trainer = make_train(config, sharding.AXIS if int(config.num_shards) > 1 else None)
     _PROGRAMS[key] = Programs(
         init=jax.jit(jax.vmap(trainer.init)),

@@ -233,3 +233,15 @@ def test_live_flops_params_count_only_live_convolutions(dataset):
   # Never more than NATS-Bench's count of the cells.
   assert np.all(live_flops <= flops - empty[0] + 1e-9)
   assert np.all(live_params <= params - empty[1] + 1e-9)
+
+
+def test_mutation_table_changes_one_edge_to_each_other_operation():
+  table = searchspace.mutation_table()
+  ops = searchspace.arch_ops()
+  assert table.shape == (searchspace.NUM_ARCHS, searchspace.NUM_EDGES, searchspace.NUM_OPS - 1)
+  children = ops[table]  # (N, edges, shifts, edges)
+  changed = children != ops[:, None, None, :]
+  for edge in range(searchspace.NUM_EDGES):  # exactly that edge changed, by its shift
+    assert changed[:, edge, :, edge].all() and changed.sum(-1)[:, edge].max() == 1
+    shifts = (children[:, edge, :, edge] - ops[:, edge, None]) % searchspace.NUM_OPS
+    assert (shifts == np.arange(1, searchspace.NUM_OPS)).all()

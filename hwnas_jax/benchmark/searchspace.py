@@ -57,6 +57,21 @@ def code_to_index() -> np.ndarray:
   return lookup
 
 
+@functools.lru_cache(maxsize=None)
+def mutation_table() -> np.ndarray:
+  """(15625, NUM_EDGES, NUM_OPS - 1) int64: the index of each architecture with one edge's
+  operation moved on by 1 .. NUM_OPS - 1 (mod NUM_OPS), so a mutation is one look-up."""
+  ops = arch_ops().astype(np.int64)
+  table = np.empty((NUM_ARCHS, NUM_EDGES, NUM_OPS - 1), np.int64)
+  for edge in range(NUM_EDGES):
+    for shift in range(1, NUM_OPS):
+      child = ops.copy()
+      child[:, edge] = (child[:, edge] + shift) % NUM_OPS
+      table[:, edge, shift - 1] = code_to_index()[child @ CODE_WEIGHTS]
+  table.setflags(write=False)
+  return table
+
+
 def _check_ops(ops: Sequence[int]) -> np.ndarray:
   """`ops` as (6,) int64 operation indices; raises ValueError unless whole numbers in range."""
   array = np.asarray(ops)

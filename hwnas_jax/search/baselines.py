@@ -25,11 +25,10 @@ def random_search(task: interface.Task, device: interface.ProbeHandle, rng: np.r
   return interface.best_valid(probed, task.proxy, task.budget_ms)
 
 
-def _mutate(ops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  child = ops.copy()
+def _mutate(index: int, rng: np.random.Generator) -> int:
+  """One edge's operation changed to another, both drawn uniformly."""
   edge = rng.integers(searchspace.NUM_EDGES)
-  child[edge] = (child[edge] + rng.integers(1, searchspace.NUM_OPS)) % searchspace.NUM_OPS
-  return child
+  return int(searchspace.mutation_table()[index, edge, rng.integers(1, searchspace.NUM_OPS) - 1])
 
 
 def regularized_evolution(task: interface.Task, device: interface.ProbeHandle, rng: np.random.Generator,
@@ -43,7 +42,6 @@ def regularized_evolution(task: interface.Task, device: interface.ProbeHandle, r
   such mutations an unprobed architecture is drawn at random; the search stops when K
   probes are spent or the whole space is probed (K > 15,625 returns, not loops).
   """
-  ops = searchspace.arch_ops()
   probed: dict[int, float] = {}
 
   def fitness(i):
@@ -59,11 +57,11 @@ def regularized_evolution(task: interface.Task, device: interface.ProbeHandle, r
     contenders = rng.choice(len(population), size=min(tournament_size, len(population)),
                             replace=False)
     parent = max((population[c] for c in contenders), key=fitness)
-    child = searchspace.ops_to_index(_mutate(ops[parent], rng))
+    child = _mutate(parent, rng)
     for _ in range(max_retries):
       if child not in probed:
         break
-      child = searchspace.ops_to_index(_mutate(ops[child], rng))
+      child = _mutate(child, rng)
     else:
       if child in probed:
         unprobed = np.setdiff1d(np.arange(searchspace.NUM_ARCHS), list(probed))

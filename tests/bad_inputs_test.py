@@ -12,13 +12,17 @@ traceback.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import json
 import os
+import pathlib
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import types
 from unittest import mock
 
@@ -884,14 +888,45 @@ def test_flag_definition_and_parsing_errors_in_one_line(files, name, capsys):
   _assert_one_error_line(name, stop.value.code, capsys.readouterr().err)
 
 
-def test_flag_and_main_errors_in_one_line_in_a_process(files, data_dir):
-  """The real commands, both at once: exit status 2 and one line, no traceback."""
+_IN_A_PROCESS: dict = {}  # name -> its running command, once started
+
+
+def _start_in_a_process(files, data_dir) -> None:
   env = {**os.environ, tables.DATA_DIR_ENV: data_dir,
          "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
-  running = {name: subprocess.Popen([sys.executable, "-m", *_flag_error_argv(files, name)],
-                                    cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-             for name in FLAG_ERRORS_IN_A_PROCESS}
-  for name, process in running.items():
-    _, stderr = process.communicate(timeout=240)
+  for name in FLAG_ERRORS_IN_A_PROCESS:
+    if name not in _IN_A_PROCESS:
+      _IN_A_PROCESS[name] = subprocess.Popen(
+          [sys.executable, "-m", *_flag_error_argv(files, name)], cwd=REPO, env=env,
+          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      atexit.register(_IN_A_PROCESS[name].kill)  # an interrupted session leaves nothing
+
+
+def start_early(selected=None):
+  """The real commands of test_flag_and_main_errors_in_one_line_in_a_process start once the
+  tests are collected (conftest.py), beside the other tests. Their rows name no file, so a
+  folder of their own stands in for `files`; a row that names one starts with its test."""
+  data_dir = os.environ.get(tables.DATA_DIR_ENV)
+  if ((selected is not None
+       and "test_flag_and_main_errors_in_one_line_in_a_process" not in selected)
+      or not data_dir or not os.path.isdir(data_dir)):
+    return
+  root = pathlib.Path(tempfile.mkdtemp(prefix="hwnas_bad_inputs_"))
+  atexit.register(shutil.rmtree, root, True)
+  try:
+    _start_in_a_process(types.SimpleNamespace(root=root, data_dir=data_dir), data_dir)
+  except KeyError:  # a row's argument names a file of the `files` fixture
+    pass
+
+
+def test_flag_and_main_errors_in_one_line_in_a_process(files, data_dir):
+  """The real commands, both at once: exit status 2 and one line, no traceback."""
+  _start_in_a_process(files, data_dir)  # those not started early
+  for name in FLAG_ERRORS_IN_A_PROCESS:
+    process = _IN_A_PROCESS[name]
+    try:
+      _, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      raise
     _assert_one_error_line(name, process.returncode, stderr)

@@ -20,7 +20,6 @@ import os
 import pathlib
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import types
@@ -32,6 +31,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import early
 from experiments import check_proxies
 from experiments import cli
 from experiments import device_coverage
@@ -896,10 +896,8 @@ def _start_in_a_process(files, data_dir) -> None:
          "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
   for name in FLAG_ERRORS_IN_A_PROCESS:
     if name not in _IN_A_PROCESS:
-      _IN_A_PROCESS[name] = subprocess.Popen(
-          [sys.executable, "-m", *_flag_error_argv(files, name)], cwd=REPO, env=env,
-          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      atexit.register(_IN_A_PROCESS[name].kill)  # an interrupted session leaves nothing
+      _IN_A_PROCESS[name] = early.start(
+          [sys.executable, "-m", *_flag_error_argv(files, name)], cwd=REPO, env=env)
 
 
 def start_early(selected=None):
@@ -923,10 +921,5 @@ def test_flag_and_main_errors_in_one_line_in_a_process(files, data_dir):
   """The real commands, both at once: exit status 2 and one line, no traceback."""
   _start_in_a_process(files, data_dir)  # those not started early
   for name in FLAG_ERRORS_IN_A_PROCESS:
-    process = _IN_A_PROCESS[name]
-    try:
-      _, stderr = process.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-      process.kill()
-      raise
-    _assert_one_error_line(name, process.returncode, stderr)
+    run = early.finish(_IN_A_PROCESS[name], timeout=240)
+    _assert_one_error_line(name, run.returncode, run.stderr)

@@ -4,17 +4,16 @@ Each test is fast: figures are built and measured in memory, and the two command
 beside the other tests (`start_early`).
 """
 
-import atexit
 import io
 import logging
 import os
-import subprocess
 import sys
 
 from absl import flags
 import numpy as np
 import pytest
 
+import early
 from experiments import cli
 from experiments import proxy_study
 from experiments import sweep
@@ -43,21 +42,12 @@ _RUNNING: dict = {}
 def start_early(selected=None):
   for name, args in COMMANDS.items():
     if name not in _RUNNING and (selected is None or name in selected):
-      _RUNNING[name] = subprocess.Popen([sys.executable, *args], cwd=REPO, env=ENV,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
-      atexit.register(_RUNNING[name].kill)  # an interrupted session leaves nothing running
+      _RUNNING[name] = early.start([sys.executable, *args], cwd=REPO, env=ENV)
 
 
 def _command(name):
   start_early({name})
-  process = _RUNNING[name]
-  try:
-    stdout, stderr = process.communicate(timeout=240)
-  except subprocess.TimeoutExpired:
-    process.kill()
-    raise
-  return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+  return early.finish(_RUNNING[name], timeout=240)
 
 
 def test_meta_train_help_exits_0_and_lists_the_config_entries():

@@ -14,9 +14,7 @@ same clipping), where a parameter's change is the learning rate times its gradie
 compares the changes to a tolerance set by the size of the changes themselves.
 """
 
-import atexit
 import os
-import subprocess
 import sys
 
 if __name__ == "__main__":  # the child: four CPU devices, set before JAX is imported
@@ -33,6 +31,7 @@ import numpy as np
 import optax
 import pytest
 
+import early
 from experiments.configs import default
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.metatrain import sharding
@@ -126,22 +125,14 @@ def start_early(selected=None):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   # The session's compilation cache reaches the child through the environment (conftest.py).
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-  child = subprocess.Popen([sys.executable, os.path.abspath(__file__)], cwd=root, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  atexit.register(child.kill)  # an interrupted session leaves nothing running
-  _CHILD.append(child)
-  return child
+  _CHILD.append(early.start([sys.executable, os.path.abspath(__file__)], cwd=root, env=env))
+  return _CHILD[0]
 
 
 def test_sharded_update_matches_vmapped_shards():
-  child = start_early()
-  try:
-    stdout, stderr = child.communicate(timeout=600)
-  except subprocess.TimeoutExpired:
-    child.kill()
-    raise
-  assert child.returncode == 0, stdout + stderr
-  assert "sharded == vmapped" in stdout
+  run = early.finish(start_early(), timeout=600)
+  assert run.returncode == 0, run.stdout + run.stderr
+  assert "sharded == vmapped" in run.stdout
 
 
 def test_one_shard_takes_the_plain_path(monkeypatch):

@@ -252,11 +252,12 @@ class Controller(nn.Module):
     self.value_hidden = nn.Dense(self.hidden_size)
     self.value = nn.Dense(1)
 
-  def carries(self, obs: Observation, probe_proxy: jnp.ndarray) -> jnp.ndarray:
+  def carries(self, obs: Observation, probe_proxy: jnp.ndarray,
+              stats: noise.ProbeStats | None = None) -> jnp.ndarray:
     """(K + 1, hidden): row j is the GRU's summary of the first j probe slots. A slot's
     input depends only on earlier slots, so the rows of an episode's last observation are
-    those of each of its steps."""
-    stats = env.probe_stats(obs)
+    those of each of its steps. `stats`: `env.probe_stats(obs)`, if already computed."""
+    stats = env.probe_stats(obs) if stats is None else stats
     steps = jnp.stack([jnp.clip(obs.latency_rel, 0.0, 4.0),
                        (obs.latency_rel <= 1.0).astype(jnp.float32),
                        probe_proxy,
@@ -278,7 +279,7 @@ class Controller(nn.Module):
     best, any_confirmed = probe_summary(probe_proxy, proxy_floor, stats)
     noise_scale = jnp.sqrt(noise_scale**2 + stats.sigma_mean**2)  # the device's probe noise
     if carries is None:
-      carries = self.carries(obs, probe_proxy)
+      carries = self.carries(obs, probe_proxy, stats)
     carry = carries[obs.num_probed]  # the probe history so far (num_probed slots)
     # Against the episode's own K, not the history's length: one policy for every K.
     num_probes = obs.num_probes.astype(jnp.float32)

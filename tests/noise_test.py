@@ -57,6 +57,23 @@ def test_answer_prefers_a_confirmed_architecture():
   assert noise.answer([30, 20], [1.1, float("inf")], 1.0, proxy)[0] is None
 
 
+def test_fallback_answers_the_best_likely_probe_and_at_min_confidence_the_most_confident():
+  proxy = np.zeros(100)
+  proxy[[10, 20, 30]] = [1.0, 2.0, 3.0]
+  # No repeats: nothing confirmed. 30 (best proxy) at 0.99 x budget, 20 at 0.85, 10 at 0.7.
+  indices, latencies = [10, 20, 30], [0.7, 0.85, 0.99]
+  _, stats = noise.answer(indices, latencies, 1.0, proxy)
+  confidence = np.asarray(stats.confidence)
+  assert confidence[0] > confidence[1] > confidence[2] and confidence.max() < noise.MIN_CONFIDENCE
+  at = lambda c: noise.answer(indices, latencies, 1.0, proxy, fallback_confidence=c)[0]
+  assert at(noise.MIN_CONFIDENCE) == at(1.0) == 10  # the most confident
+  assert at(float(confidence[1])) == 20  # the best proxy that reaches the threshold
+  assert at(0.5) == 30  # any probe within budget
+  # A confirmed answer wins over any fallback, and a probe over budget is never one.
+  assert noise.answer([10, 10, 30], [0.5, 0.5, 0.99], 1.0, proxy, fallback_confidence=0.5)[0] == 10
+  assert noise.answer([30, 20], [1.01, 0.9], 1.0, proxy, fallback_confidence=0.0)[0] == 20
+
+
 def test_inf_is_far_over_and_never_an_answer():
   stats = _stats([4, 4], [float("inf"), float("inf")])
   assert float(stats.confidence[0]) == pytest.approx(0.0, abs=1e-6)
@@ -115,3 +132,17 @@ def test_at_k3_on_a_known_exact_device_the_answer_is_the_best_single_probe():
     assert noise.answer(indices, latencies, 1.0, proxy, noise_prior=0.0)[0] == best
     checked += 1
   assert checked > 250
+
+
+def test_answer_study_chooses_by_its_stated_rule():
+  from experiments import answer_study  # pylint: disable=g-import-not-at-top
+  m = noise.MIN_CONFIDENCE
+  row = lambda c, acc, feasible, k=3: dict(method="lsq", probes=k, noise=0.2, fallback=c,
+                                           mean_accuracy=acc, feasible_rate=feasible)
+  # 0.5 is the most accurate but loses 0.05 of feasibility in one cell: excluded.
+  rows = [row(m, 50, 0.95), row(0.8, 55, 0.94), row(0.5, 60, 0.90),
+          row(m, 60, 1.0, 10), row(0.8, 60, 0.99, 10), row(0.5, 60, 1.0, 10)]
+  chosen, verdict = answer_study.choose(rows, [0.5, 0.8, m])
+  assert chosen == 0.8 and not verdict[0.5]["meets"] and verdict[m]["meets"]
+  # Equal means: the more cautious threshold, the rule in force.
+  assert answer_study.choose([row(m, 50, 1.0), row(0.5, 50, 1.0)], [0.5, m])[0] == m

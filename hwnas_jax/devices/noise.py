@@ -14,7 +14,8 @@ with mean log(latency / budget) m, is Phi(-m sqrt(n) / sigma_upper) (a flat prio
 true log-latency), with sigma_upper a high quantile of the noise posterior: until repeats
 show the noise to be small, it is assumed large. The answer rule built on it (`answer_slot`): the best-proxy
 architecture among those measured within budget at least once whose confidence reaches
-`MIN_CONFIDENCE`; if none does, the most confident of those measured within budget.
+`MIN_CONFIDENCE`; if none does, the best-proxy one whose confidence reaches the lower
+`FALLBACK_CONFIDENCE`, else the most confident of those measured within budget.
 
 A device's noise is stable from one search to the next, so a user may know it: a noise prior
 (`checked_noise_prior`: a sigma, or a range of them) restricts the grid to that range, and
@@ -45,6 +46,12 @@ MIN_CONFIDENCE = 0.95
 # or two repeats the posterior is mostly the prior, and averaging over a prior that allows
 # no noise makes a single lucky probe look certain on a device that is very noisy.
 SIGMA_QUANTILE = 0.95
+# With no answer confirmed (few probes, no repeat yet), the best-proxy architecture measured
+# within budget whose confidence reaches this is answered, else the most confident one. At
+# MIN_CONFIDENCE or above this is "the most confident" (the rule before 0.6.0). Chosen on
+# the training devices (`experiments.answer_study`; BUILD_NOTES, "The answer when nothing is
+# confirmed").
+FALLBACK_CONFIDENCE = MIN_CONFIDENCE
 # A method re-measures an architecture to confirm it at most this many times in all.
 MAX_PROBES_PER_ARCH = 3
 LOG_REL_CAP = 14.0  # log(1.2e6): a probe that could not run (inf) still counts as "far over"
@@ -157,26 +164,33 @@ def probe_stats(probe_index, log_rel_probes, num_probed, log_prior=None) -> Prob
                     sigma_mean=weights @ sigma, sigma_upper=upper, df=df)
 
 
-def answer_slot(stats: ProbeStats, slot_proxy, min_confidence=MIN_CONFIDENCE):
+def answer_slot(stats: ProbeStats, slot_proxy, min_confidence=MIN_CONFIDENCE,
+                fallback_confidence=FALLBACK_CONFIDENCE):
   """(slot of the answer, whether there is one): the rule of the module docstring."""
   candidate = stats.first & stats.any_within
   confirmed = candidate & (stats.confidence >= min_confidence)
+  likely = candidate & (stats.confidence >= fallback_confidence)
   best_confirmed = jnp.argmax(jnp.where(confirmed, slot_proxy, -jnp.inf))
+  best_likely = jnp.argmax(jnp.where(likely, slot_proxy, -jnp.inf))
   # Otherwise the most confident, ties to the better proxy.
-  fallback = jnp.argmax(jnp.where(candidate, stats.confidence + 1e-6 * jnp.tanh(slot_proxy),
-                                  -jnp.inf))
-  return jnp.where(confirmed.any(), best_confirmed, fallback), candidate.any()
+  most_confident = jnp.argmax(jnp.where(
+      candidate, stats.confidence + 1e-6 * jnp.tanh(slot_proxy), -jnp.inf))
+  slot = jnp.where(confirmed.any(), best_confirmed,
+                   jnp.where(likely.any(), best_likely, most_confident))
+  return slot, candidate.any()
 
 
 @jax.jit
-def _answer(probe_index, log_rel_probes, num_probed, slot_proxy, min_confidence, log_prior):
+def _answer(probe_index, log_rel_probes, num_probed, slot_proxy, min_confidence, log_prior,
+            fallback_confidence):
   stats = probe_stats(probe_index, log_rel_probes, num_probed, log_prior)
-  slot, found = answer_slot(stats, slot_proxy, min_confidence)
+  slot, found = answer_slot(stats, slot_proxy, min_confidence, fallback_confidence)
   return slot, found, stats
 
 
 def answer(indices, latencies_ms, budget_ms: float, proxy: np.ndarray,
-           min_confidence: float = MIN_CONFIDENCE, noise_prior=None):
+           min_confidence: float = MIN_CONFIDENCE, noise_prior=None,
+           fallback_confidence: float = FALLBACK_CONFIDENCE):
   """The rule on a list of probes (numpy in, index or None out), with its statistics;
   `noise_prior` (`checked_noise_prior`) what is known of the device's noise.
 
@@ -193,7 +207,8 @@ def answer(indices, latencies_ms, budget_ms: float, proxy: np.ndarray,
   slot_proxy = np.zeros(size, np.float32)
   slot_proxy[:num] = np.asarray(proxy)[np.asarray(indices)]
   slot, found, stats = _answer(index, rel, np.int32(num), slot_proxy,
-                               np.float32(min_confidence), sigma_log_prior(noise_prior))
+                               np.float32(min_confidence), sigma_log_prior(noise_prior),
+                               np.float32(fallback_confidence))
   return (int(index[int(slot)]) if bool(found) else None), jax.tree.map(
       lambda x: np.asarray(x)[:num] if np.ndim(x) == 1 and len(x) == size else np.asarray(x),
       stats)

@@ -3,12 +3,16 @@ training devices only.
 
   python -m experiments.answer_study --checkpoint=runs/range --output=runs/answer_study.json \
     [--probes=3,5,10] [--noise=0,0.05,0.2] [--episodes=4] \
-    [--fallbacks=0.5,0.6,0.7,0.8,0.9,0.95]
+    [--fallbacks=0.5,0.6,0.7,0.8,0.9,0.95] [--devices=...]
+  python -m experiments.answer_study --inputs=a.json,b.json --output=runs/answer_study.json
+
+The second form combines runs over disjoint sets of training devices (one a core).
 
 With few probes there is no room for a repeat, so on a device whose noise is unknown no
 answer reaches `noise.MIN_CONFIDENCE`, and the rule falls back. A fallback threshold c
 answers the best-proxy architecture measured within budget whose confidence reaches c, else
-the most confident one; c = MIN_CONFIDENCE is the most confident one (the rule before).
+the most confident one; c = MIN_CONFIDENCE is always the most confident one (the rule
+before this study).
 
 Every episode (each controller seed of --checkpoint, and lsq; the training devices, 3
 datasets x q in {10, 25, 50}, each K and sigma; one episode at sigma 0, --episodes above) is
@@ -20,7 +24,7 @@ force. Validity is the protocol's: measured within budget and within budget in t
 
 The rule, fixed before the run: the threshold with the best mean accuracy over every
 (method, K, sigma) cell, among those whose feasible rate in every such cell is at most 0.02
-below the rule in force (c = MIN_CONFIDENCE); ties to the higher threshold. Invalid answers score 0, so the mean prices
+below the rule before the study (c = MIN_CONFIDENCE); ties to the higher threshold. Invalid answers score 0, so the mean prices
 risk; the constraint keeps a threshold from buying accuracy with answers over budget.
 """
 
@@ -57,6 +61,10 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
                        flag_values=fv)
   flags.DEFINE_list("fallbacks", ["0.5", "0.6", "0.7", "0.8", "0.9", str(noise.MIN_CONFIDENCE)],
                     "Fallback confidence thresholds compared.", flag_values=fv)
+  flags.DEFINE_list("devices", None, "Training devices (default: all of them; validation "
+                    "devices are refused).", flag_values=fv)
+  flags.DEFINE_list("inputs", [], "Results of earlier runs over disjoint devices to combine "
+                    "instead of running.", flag_values=fv)
   flags.DEFINE_string("output", "runs/answer_study.json", "Where to write the results.",
                       flag_values=fv)
 
@@ -80,12 +88,12 @@ def replay(method: interface.Method, task: interface.Task, target: NoisyTableDev
   return results
 
 
-def study(benchmark: tables.Benchmark, methods: dict[str, list], probes, sigmas, episodes: int,
-          fallbacks) -> list[dict]:
+def study(benchmark: tables.Benchmark, devices, methods: dict[str, list], probes, sigmas,
+          episodes: int, fallbacks) -> list[dict]:
   """One row per (method, K, sigma, fallback): mean accuracy and feasible rate over the
-  training devices' cells and episodes (and seeds)."""
+  devices' cells and episodes (and seeds)."""
   budgets = protocol.percentile_budgets(benchmark, PERCENTILES)
-  cells = [(device, dataset, budget) for device in benchmark.training_devices
+  cells = [(device, dataset, budget) for device in devices
            for dataset in benchmark.datasets for budget in budgets(device)]
   sums: dict[tuple, list] = {}
   grid = [(k, s) for k in probes for s in sigmas]
@@ -107,6 +115,18 @@ def study(benchmark: tables.Benchmark, methods: dict[str, list], probes, sigmas,
                mean_accuracy=float(np.mean([x[0] for x in v])),
                feasible_rate=float(np.mean([x[1] for x in v])), episodes=len(v))
           for (name, k, s, c), v in sums.items()]
+
+
+def combine(runs: list[list[dict]]) -> list[dict]:
+  """The rows of runs over disjoint devices as one run's: means weighted by episodes."""
+  merged: dict[tuple, list[dict]] = {}
+  for rows in runs:
+    for r in rows:
+      merged.setdefault((r["method"], r["probes"], r["noise"], r["fallback"]), []).append(r)
+  return [dict(method=m, probes=k, noise=s, fallback=c, episodes=sum(r["episodes"] for r in v),
+               **{key: float(np.average([r[key] for r in v], weights=[r["episodes"] for r in v]))
+                  for key in ("mean_accuracy", "feasible_rate")})
+          for (m, k, s, c), v in merged.items()]
 
 
 def choose(rows: list[dict], fallbacks) -> tuple[float, dict[float, dict]]:
@@ -144,14 +164,33 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   sigmas = cli.numbers("--noise", fv.noise, allow_minimum=True)
   fallbacks = cli.numbers("--fallbacks", fv.fallbacks, minimum=0.0, maximum=1.0)
   if noise.MIN_CONFIDENCE not in fallbacks:
-    raise ValueError(f"--fallbacks must include the rule in force, {noise.MIN_CONFIDENCE:g}")
+    raise ValueError(f"--fallbacks must include the rule before the study, "
+                     f"{noise.MIN_CONFIDENCE:g}")
   episodes = cli.whole("--episodes", fv.episodes)
   output = cli.checked_output(fv.output)
-  benchmark = tables.load_benchmark(fv.data_dir)
-  methods = {"lsq": [baselines.BASELINES["lsq"]]}
-  if fv.checkpoint:
-    methods = {"controller": registry.make_methods("controller", fv.checkpoint), **methods}
-  rows = study(benchmark, methods, probes, sigmas, episodes, fallbacks)
+  if fv.inputs:
+    runs, devices = [], []
+    for path in fv.inputs:
+      with open(path) as f:
+        saved = json.load(f)
+      runs.append(saved["rows"])
+      devices += saved["devices"]
+    cli.names("the devices of --inputs", devices, None)  # disjoint: none counted twice
+    rows = combine(runs)
+    fallbacks = sorted({r["fallback"] for r in rows})
+  else:
+    benchmark = tables.load_benchmark(fv.data_dir)
+    held_out = [d for d in fv.devices or () if d not in benchmark.training_devices
+                and d in benchmark.devices]
+    if held_out:
+      raise ValueError(f"--devices: {', '.join(held_out)} not a training device; the study "
+                       "chooses on the training devices only, never on validation ones")
+    devices = cli.names("--devices", fv.devices or benchmark.training_devices,
+                        benchmark.training_devices)
+    methods = {"lsq": [baselines.BASELINES["lsq"]]}
+    if fv.checkpoint:
+      methods = {"controller": registry.make_methods("controller", fv.checkpoint), **methods}
+    rows = study(benchmark, devices, methods, probes, sigmas, episodes, fallbacks)
   chosen, verdict = choose(rows, fallbacks)
   print(format_table(rows, fallbacks))
   for c in fallbacks:
@@ -160,7 +199,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   print(f"chosen: FALLBACK_CONFIDENCE = {chosen:g}")
   cli.write_atomic(output, json.dumps(dict(rows=rows, verdict={str(c): v for c, v in
                                                                 verdict.items()},
-                                           chosen=chosen, devices=benchmark.training_devices),
+                                           chosen=chosen, devices=list(devices)),
                                       indent=1))
   print(f"wrote {output}")
 

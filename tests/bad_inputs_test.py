@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 import early
+from experiments import answer_study
 from experiments import check_proxies
 from experiments import cli
 from experiments import device_coverage
@@ -153,6 +154,7 @@ def ctx(files, monkeypatch, data_dir):
   monkeypatch.setattr(session, "run_search", _tripwire("a search"))
   monkeypatch.setattr(host, "HostDevice", _tripwire("a host measurement"))
   monkeypatch.setattr(proxy_study, "study", _tripwire("the proxy study"))
+  monkeypatch.setattr(answer_study, "study", _tripwire("the answer study"))
   monkeypatch.setattr(device_coverage, "coverage_report", _tripwire("the coverage report"))
   return files
 
@@ -569,6 +571,16 @@ ROWS = [
      lambda c: entry(proxy_study, f"--plot={c.folder}")),
     ("proxy_study_top_0", ValueError, r"--top must be a whole number >= 1, got 0",
      lambda c: entry(proxy_study, "--top=0")),
+    ("answer_study_validation_device", ValueError,
+     r"--devices: eyeriss not a training device; the study chooses on the training devices only",
+     lambda c: entry(answer_study, "--devices=eyeriss,pixel2", f"--output={c.root / 'a.json'}")),
+    ("answer_study_fallback_above_1", ValueError, r"--fallbacks: '1\.5' is outside \(0, 1\]",
+     lambda c: entry(answer_study, "--fallbacks=0.95,1.5", f"--output={c.root / 'a.json'}")),
+    ("answer_study_without_the_old_rule", ValueError,
+     r"--fallbacks must include the rule before the study, 0\.95",
+     lambda c: entry(answer_study, "--fallbacks=0.7", f"--output={c.root / 'a.json'}")),
+    ("answer_study_probes_fraction", ValueError, r"num_probes must be a whole number",
+     lambda c: entry(answer_study, "--probes=2.5", f"--output={c.root / 'a.json'}")),
     ("device_coverage_num_samples_1", ValueError,
      r"--num_samples must be a whole number >= 2, got 1",
      lambda c: entry(device_coverage, "--num_samples=1")),

@@ -50,7 +50,7 @@ def test_answer_prefers_a_confirmed_architecture():
   answer, stats = noise.answer(indices, latencies, 1.0, proxy)
   assert answer == 20
   assert stats.confidence[4] < noise.MIN_CONFIDENCE <= stats.confidence[2]
-  # Nothing confirmed: the most confident of those measured within budget.
+  # Nothing confirmed and neither likely enough (FALLBACK_CONFIDENCE): the most confident.
   answer, _ = noise.answer([30, 20], [0.99, 0.9], 1.0, proxy)
   assert answer == 20
   # Nothing within budget: no answer.
@@ -146,3 +146,9 @@ def test_answer_study_chooses_by_its_stated_rule():
   assert chosen == 0.8 and not verdict[0.5]["meets"] and verdict[m]["meets"]
   # Equal means: the more cautious threshold, the rule in force.
   assert answer_study.choose([row(m, 50, 1.0), row(0.5, 50, 1.0)], [0.5, m])[0] == m
+  # Runs over disjoint devices combine into one, weighted by their episodes.
+  a, b = row(m, 50, 1.0), row(m, 80, 0.5)
+  a["episodes"], b["episodes"] = 3, 1
+  (combined,) = answer_study.combine([[a], [b]])
+  assert combined["mean_accuracy"] == 57.5 and combined["feasible_rate"] == 0.875
+  assert combined["episodes"] == 4

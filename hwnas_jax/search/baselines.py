@@ -150,7 +150,8 @@ def least_squares(task: interface.Task, device: interface.ProbeHandle, rng: np.r
   * explore: probe the unprobed architecture with the largest expected gain, its proxy gain
     over the confirmed answer times the probability that its true latency is low enough to
     be confirmed by two probes (the fit's misfit, from its residuals, and the noise).
-  The answer is `noise.answer`'s: the best confirmed architecture, else the most confident.
+  The answer is `noise.answer`'s: the best confirmed architecture, else the best likely one
+  (`noise.FALLBACK_CONFIDENCE`), else the most confident.
   On an exact device one or two repeats show that there is no noise and the margins vanish;
   told the noise (`task.noise_prior`), it needs no repeat to know it.
   Defaults chosen on the 13 training devices of version 0.2.0 only (see BUILD_NOTES), never on

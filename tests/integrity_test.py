@@ -332,15 +332,19 @@ def test_ctrl_c_and_sigterm_end_a_command_in_one_line(data_dir, tmp_path):
   import time  # pylint: disable=import-outside-toplevel
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   signals = {"Ctrl-C": signal.SIGINT, "SIGTERM": signal.SIGTERM}
-  # As a command typed at a terminal starts: a suite run in the background by a script
-  # inherits SIGINT ignored (POSIX shells ignore it for `cmd &`), and Python then leaves it so.
-  running = {said: subprocess.Popen(  # both at once: one start-up's wait
-      [sys.executable, "-m", "experiments.evaluate", "--episodes=100000", "--probes=3",
-       "--devices=eyeriss", "--datasets=cifar10", "--budgets=10", "--methods=random",
-       f"--output={tmp_path / said}.json"], cwd=repo, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True, env={**os.environ, "HWNAS_DATA_DIR": data_dir},
-      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-      for said in signals}
+  # The commands start as typed at a terminal, with SIGINT at its default: a suite run in the
+  # background by a script has it ignored (POSIX shells ignore it for `cmd &`), a child
+  # inherits that, and Python then leaves Ctrl-C ignored. A handler is not inherited.
+  ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    running = {said: subprocess.Popen(  # both at once: one start-up's wait
+        [sys.executable, "-m", "experiments.evaluate", "--episodes=100000", "--probes=3",
+         "--devices=eyeriss", "--datasets=cifar10", "--budgets=10", "--methods=random",
+         f"--output={tmp_path / said}.json"], cwd=repo, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "HWNAS_DATA_DIR": data_dir})
+        for said in signals}
+  finally:
+    signal.signal(signal.SIGINT, ignored)
   for said, process in running.items():
     for _ in range(600):  # until its first cell is under way
       if (tmp_path / f"{said}.json.partial.jsonl").exists():

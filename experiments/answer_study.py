@@ -24,8 +24,9 @@ force. Validity is the protocol's: measured within budget and within budget in t
 
 The rule, fixed before the run: the threshold with the best mean accuracy over every
 (method, K, sigma) cell, among those whose feasible rate in every such cell is at most 0.02
-below the rule before the study (c = MIN_CONFIDENCE); ties to the higher threshold. Invalid answers score 0, so the mean prices
-risk; the constraint keeps a threshold from buying accuracy with answers over budget.
+below the rule before the study (c = MIN_CONFIDENCE); ties to the higher threshold.
+Invalid answers score 0, so the mean prices risk; the constraint keeps a threshold from
+buying accuracy with answers over budget.
 """
 
 from __future__ import annotations

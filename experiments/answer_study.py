@@ -17,10 +17,9 @@ before this study).
 Every episode (each controller seed of --checkpoint, and lsq; the training devices, 3
 datasets x q in {10, 25, 50}, each K and sigma; one episode at sigma 0, --episodes above) is
 played once, and its probe record answered under every threshold. The controller's probes
-never read the fallback (its features count confirmed answers only), so its rows are what it
-would score under each rule. lsq's probes read it only through the floor of its expected
-gain while nothing is confirmed; its rows re-answer the probes it made under the rule in
-force. Validity is the protocol's: measured within budget and within budget in the table.
+never read the fallback (its features count confirmed answers only), and neither do lsq's
+(`least_squares_step` confirms against the confirmed answer), so every row is what its
+method would score under each rule. Validity is the protocol's: measured within budget and within budget in the table.
 
 The rule, fixed before the run: the threshold with the best mean accuracy over every
 (method, K, sigma) cell, among those whose feasible rate in every such cell is at most 0.02
@@ -119,7 +118,13 @@ def study(benchmark: tables.Benchmark, devices, methods: dict[str, list], probes
 
 
 def combine(runs: list[list[dict]]) -> list[dict]:
-  """The rows of runs over disjoint devices as one run's: means weighted by episodes."""
+  """The rows of runs over disjoint devices as one run's: means weighted by episodes.
+  ValueError unless every run has the same (method, K, sigma, threshold) rows."""
+  keys = [sorted((r["method"], r["probes"], r["noise"], r["fallback"]) for r in rows)
+          for rows in runs]
+  if any(k != keys[0] for k in keys[1:]):
+    raise ValueError("--inputs differ in their methods, K, sigmas or thresholds; combine "
+                     "only runs of one grid over disjoint devices")
   merged: dict[tuple, list[dict]] = {}
   for rows in runs:
     for r in rows:
@@ -159,14 +164,21 @@ def format_table(rows: list[dict], fallbacks) -> str:
   return "\n".join(lines)
 
 
+def checked_fallbacks(fallbacks) -> list[float]:
+  """The thresholds compared; the rule before the study must be one (`choose` holds the
+  others to its feasible rates)."""
+  if noise.MIN_CONFIDENCE not in fallbacks:
+    raise ValueError(f"--fallbacks must include the rule before the study, "
+                     f"{noise.MIN_CONFIDENCE:g}")
+  return list(fallbacks)
+
+
 def main(argv, fv: flags.FlagValues = FLAGS):
   del argv
   probes = [interface.checked_num_probes(k) for k in cli.numbers("--probes", fv.probes)]
   sigmas = cli.numbers("--noise", fv.noise, allow_minimum=True)
-  fallbacks = cli.numbers("--fallbacks", fv.fallbacks, minimum=0.0, maximum=1.0)
-  if noise.MIN_CONFIDENCE not in fallbacks:
-    raise ValueError(f"--fallbacks must include the rule before the study, "
-                     f"{noise.MIN_CONFIDENCE:g}")
+  fallbacks = checked_fallbacks(cli.numbers("--fallbacks", fv.fallbacks, minimum=0.0,
+                                            maximum=1.0))
   episodes = cli.whole("--episodes", fv.episodes)
   output = cli.checked_output(fv.output)
   if fv.inputs:
@@ -178,7 +190,7 @@ def main(argv, fv: flags.FlagValues = FLAGS):
       devices += saved["devices"]
     cli.names("the devices of --inputs", devices, None)  # disjoint: none counted twice
     rows = combine(runs)
-    fallbacks = sorted({r["fallback"] for r in rows})
+    fallbacks = checked_fallbacks(sorted({r["fallback"] for r in rows}))
   else:
     benchmark = tables.load_benchmark(fv.data_dir)
     held_out = [d for d in fv.devices or () if d not in benchmark.training_devices
@@ -200,7 +212,9 @@ def main(argv, fv: flags.FlagValues = FLAGS):
   print(f"chosen: FALLBACK_CONFIDENCE = {chosen:g}")
   cli.write_atomic(output, json.dumps(dict(rows=rows, verdict={str(c): v for c, v in
                                                                 verdict.items()},
-                                           chosen=chosen, devices=list(devices)),
+                                           chosen=chosen, devices=list(devices),
+                                           fallback_in_force=noise.FALLBACK_CONFIDENCE,
+                                           checkpoint=fv.checkpoint, inputs=fv.inputs),
                                       indent=1))
   print(f"wrote {output}")
 

@@ -152,3 +152,5 @@ def test_answer_study_chooses_by_its_stated_rule():
   (combined,) = answer_study.combine([[a], [b]])
   assert combined["mean_accuracy"] == 57.5 and combined["feasible_rate"] == 0.875
   assert combined["episodes"] == 4
+  with pytest.raises(ValueError, match="differ in their methods, K, sigmas or thresholds"):
+    answer_study.combine([[a], [row(0.8, 50, 1.0)]])

@@ -199,3 +199,18 @@ def test_baselines_survive_a_device_that_cannot_run_some_architectures(bundle, m
   answer, budget = _run(baselines.BASELINES[method_name], task, latency, seed=0)
   assert len(budget.probes) == 10
   assert answer is None or (budget.is_valid(answer, task.budget_ms) and not heavy[answer])
+
+
+def test_lsq_confirms_a_likely_answer_whatever_the_fallback():
+  """With nothing confirmed, lsq re-measures the best-proxy probe within budget that is not
+  yet confirmed, also one the fallback rule would already answer: its probes never depend
+  on `noise.FALLBACK_CONFIDENCE`, only its final answer does."""
+  from hwnas_jax.devices import noise  # pylint: disable=import-outside-toplevel
+  proxy = np.zeros(searchspace.NUM_ARCHS)
+  proxy[[10, 20]] = [2.0, 1.0]
+  task = interface.Task("cifar10", 1.0, 10, proxy)
+  indices, latencies = [10, 20], [0.85, 0.7]
+  _, stats = noise.answer(indices, latencies, 1.0, proxy)
+  assert noise.FALLBACK_CONFIDENCE <= stats.confidence[0] < noise.MIN_CONFIDENCE
+  assert noise.answer(indices, latencies, 1.0, proxy)[0] == 10  # likely: the fallback's answer
+  assert baselines.least_squares_step(task, indices, latencies, first_probes=()) == 10

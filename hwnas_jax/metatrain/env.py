@@ -8,7 +8,8 @@ synthetic device, and deployment calls the same function after measuring a real 
 
 The reward telescopes to the protocol's objective with the proxy in place of test accuracy:
 after every probe, the score of the answer the episode would give if it stopped there
-(`noise.answer_slot`: the best confirmed architecture measured within budget), its proxy
+(`noise.answer_slot`: the best confirmed architecture measured within budget, else the best
+likely one), its proxy
 over the best proxy within budget if its true (noise-free) latency is within budget, else
 0 (or `-invalid_penalty`: a wrong answer worse than a weaker one); the reward is the change
 of that score.

@@ -111,8 +111,12 @@ def least_squares_step(task: interface.Task, indices: Sequence[int], latencies: 
   uniform = [i for i in _uniform_cells(first_probes) if i not in indices]
   if uniform and len(indices) < len(first_probes):
     return uniform[0]
+  # The confirmed answer (else the most confident probe), not the fallback's likely one: a
+  # likely answer is what lsq re-measures to confirm, so its probes never depend on
+  # `noise.FALLBACK_CONFIDENCE`, only its final answer does.
   best, stats = noise.answer(list(indices), list(latencies), task.budget_ms, task.proxy,
-                             min_confidence, task.noise_prior)
+                             min_confidence, task.noise_prior,
+                             fallback_confidence=min_confidence)
   unconfirmed = [
       indices[k] for k in range(len(indices))
       if stats.first[k] and stats.any_within[k] and stats.confidence[k] < min_confidence

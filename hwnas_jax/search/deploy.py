@@ -4,7 +4,8 @@ The controller spends its K probes through the handle's `measure` and nothing el
 measurement enters its observation through the episode's own step (`env.observe`, or the
 paper controller's `paper.observe`), the very function the jitted rollout of meta-training
 uses, so what it sees deployed is what it saw in training; its answer follows the rule its
-reward was computed with (`noise.answer`).
+reward is computed with (`noise.answer`; a checkpoint of 0.5.0 or earlier was rewarded under
+the fallback of its day, the most confident probe).
 """
 
 from __future__ import annotations

@@ -82,9 +82,7 @@ def replay(method: interface.Method, task: interface.Task, target: NoisyTableDev
                           noise_prior=task.noise_prior, fallback_confidence=fallback)[0]
     if fallback == noise.FALLBACK_CONFIDENCE and answer != answered:
       raise AssertionError(f"replaying the rule in force gave {answer}, the method {answered}")
-    valid = budgeted.is_valid(answer, task.budget_ms) and (
-        target.true_latency_ms(answer) <= task.budget_ms)
-    results.append((float(accuracy[answer]) if valid else 0.0, bool(valid)))
+    results.append(protocol.answer_score(budgeted, target, accuracy, answer, task.budget_ms))
   return results
 
 

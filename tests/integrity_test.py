@@ -335,7 +335,7 @@ def test_ctrl_c_and_sigterm_end_a_command_in_one_line(data_dir, tmp_path):
   # The commands start as typed at a terminal, with SIGINT at its default: a suite run in the
   # background by a script has it ignored (POSIX shells ignore it for `cmd &`), a child
   # inherits that, and Python then leaves Ctrl-C ignored. A handler is not inherited.
-  ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
   try:
     running = {said: subprocess.Popen(  # both at once: one start-up's wait
         [sys.executable, "-m", "experiments.evaluate", "--episodes=100000", "--probes=3",
@@ -344,7 +344,7 @@ def test_ctrl_c_and_sigterm_end_a_command_in_one_line(data_dir, tmp_path):
         stderr=subprocess.PIPE, text=True, env={**os.environ, "HWNAS_DATA_DIR": data_dir})
         for said in signals}
   finally:
-    signal.signal(signal.SIGINT, ignored)
+    signal.signal(signal.SIGINT, previous)
   for said, process in running.items():
     for _ in range(600):  # until its first cell is under way
       if (tmp_path / f"{said}.json.partial.jsonl").exists():

@@ -204,7 +204,13 @@ def run_episode(method: interface.Method, task: interface.Task, device: TableDev
     raise interface.ProbeLimitExceeded(
         f"the method asked for more than {num_probes} probes on {device.name!r} "
         "(and went on after being refused)")
-  answer = interface.checked_answer(answer)
+  return answer_score(budgeted, device, accuracy, interface.checked_answer(answer), budget_ms)
+
+
+def answer_score(budgeted: interface.ProbeBudget, device: TableDevice, accuracy: np.ndarray,
+                 answer: int | None, budget_ms: float) -> tuple[float, bool]:
+  """(score, valid) of an episode's answer: `run_episode`'s rule, also for an answer given
+  after the episode to its probe record."""
   valid = (budgeted.is_valid(answer, budget_ms)
            and device.true_latency_ms(answer) <= budget_ms)
   return (float(accuracy[answer]) if valid else 0.0), valid

@@ -158,6 +158,21 @@ def test_deployed_controller_repeats_the_greedy_episode(setup):
   assert answer is None or budgeted.is_valid(answer, task.budget_ms)
 
 
+def test_probe_budgets_are_drawn_in_proportion_to_k_to_the_minus_power():
+  """Power 0 keeps the uniform draws bit for bit; power 2 over 3..20 gives K = 3 a third of
+  the episodes (0.321) and K = 20 under 1 %: within 5 binomial sigmas of 20,000 draws."""
+  key = jax.random.key(3)
+  uniform = env.draw_num_probes(key, 20_000, (3, 20))
+  np.testing.assert_array_equal(uniform, jax.random.randint(key, (20_000,), 3, 21))
+  drawn = np.asarray(env.draw_num_probes(key, 20_000, (3, 20), power=2.0))
+  assert drawn.min() >= 3 and drawn.max() <= 20
+  weights = np.arange(3, 21, dtype=np.float64) ** -2.0
+  expected = weights / weights.sum()
+  share = np.bincount(drawn - 3, minlength=18) / drawn.size
+  sigma = np.sqrt(expected * (1 - expected) / drawn.size)
+  assert np.all(np.abs(share - expected) < 5 * sigma), (share, expected)
+
+
 def test_quantile_by_bisection_matches_numpy():
   values = jnp.asarray(np.random.default_rng(0).lognormal(size=15625).astype(np.float32))
   for q in (0.05, 0.25, 0.6):

@@ -123,6 +123,13 @@ def validate(config) -> None:
     if config.name == "paper_controller":
       raise ValueError("config.num_probes_range: the paper controller's history has a fixed "
                        "K; leave it ()")
+  power = config.get("num_probes_power", 0.0)
+  if (isinstance(power, bool) or not isinstance(power, numbers.Real)
+      or not math.isfinite(power) or power < 0):
+    raise ValueError(f"config.num_probes_power must be a finite number >= 0, got {power!r}")
+  if power and not probe_range:
+    raise ValueError("config.num_probes_power weighs the K of config.num_probes_range; set "
+                     "the range or leave the power 0")
   told = config.get("noise_told_share", 0.0)
   if (isinstance(told, bool) or not isinstance(told, numbers.Real)
       or not 0 <= told <= 1):

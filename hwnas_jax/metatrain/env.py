@@ -115,19 +115,31 @@ def quantile_by_bisection(values, fraction, iterations: int = 30):
   return hi
 
 
+def draw_num_probes(key, num: int, num_probes_range, power: float = 0.0) -> jax.Array:
+  """(num,) int32 probe budgets K in [low, high], P(K) proportional to K ** -power."""
+  low, high = int(num_probes_range[0]), int(num_probes_range[1])
+  if not power:  # uniform: the draws of the code before the power existed
+    return jax.random.randint(key, (num,), low, high + 1)
+  values = jnp.arange(low, high + 1)
+  logits = -float(power) * jnp.log(values.astype(jnp.float32))
+  return values[jax.random.categorical(key, logits, shape=(num,))].astype(jnp.int32)
+
+
 def sample_episodes(key, prior, num: int, proxies_raw: jax.Array,
                     budget_percentiles=(5.0, 60.0),
                     sample_devices: Callable = synthetic.sample_devices,
-                    num_probes_range=(), noise_told_share: float = 0.0) -> EpisodeParams:
+                    num_probes_range=(), noise_told_share: float = 0.0,
+                    num_probes_power: float = 0.0) -> EpisodeParams:
   """`num` synthetic devices, each with a budget percentile and a dataset drawn at random;
-  with `num_probes_range` (low, high) a probe budget K drawn uniformly in it; with
+  with `num_probes_range` (low, high) a probe budget K drawn in it with probability
+  proportional to K ** -num_probes_power (0: uniform; small K is where the first probes
+  must be safe, and uniform draws give K = 3 one episode in 18); with
   `noise_told_share` > 0 that share of the episodes told their device's noise, as a range
   NOISE_TOLD_FACTOR wide either side (what earlier searches of a device tell a user)."""
   num_probes = None
   if num_probes_range:
     key, key_k = jax.random.split(key)
-    num_probes = jax.random.randint(key_k, (num,), int(num_probes_range[0]),
-                                    int(num_probes_range[1]) + 1)
+    num_probes = draw_num_probes(key_k, num, num_probes_range, num_probes_power)
   told = None
   if noise_told_share > 0:
     key, key_told = jax.random.split(key)

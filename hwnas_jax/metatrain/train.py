@@ -89,13 +89,14 @@ def make_data(config, proxies_raw: np.ndarray, prior) -> TrainData:
   proxies_raw = jnp.asarray(proxies_raw, jnp.float32)
   sample = jax.jit(env.sample_episodes,
                    static_argnames=("num", "sample_devices", "num_probes_range",
-                                    "noise_told_share"))
+                                    "noise_told_share", "num_probes_power"))
   eval_episodes = sample(jax.random.key(EVAL_SEED), prior, num=int(config.eval_devices),
                          proxies_raw=proxies_raw,
                          budget_percentiles=tuple(config.budget_percentiles),
                          sample_devices=sampler(config),
                          num_probes_range=probes_range(config),
-                         noise_told_share=float(config.get("noise_told_share", 0.0)))
+                         noise_told_share=float(config.get("noise_told_share", 0.0)),
+                         num_probes_power=float(config.get("num_probes_power", 0.0)))
   return TrainData(proxies_raw=proxies_raw, proxies_std=proxies_std, prior=prior,
                    eval_episodes=eval_episodes)
 
@@ -231,7 +232,8 @@ def make_train(config, axis_name: str | None = None) -> Trainer:
     episodes = env.sample_episodes(key_sample, data.prior, episodes_per_update,
                                    data.proxies_raw, tuple(config.budget_percentiles),
                                    sample_devices, probes_range(config),
-                                   float(config.get("noise_told_share", 0.0)))
+                                   float(config.get("noise_told_share", 0.0)),
+                                   float(config.get("num_probes_power", 0.0)))
     transitions, score, valid = agent.rollout(params, episodes, key_roll, data)
     metrics = {"score": score.mean(), "feasible_rate": valid.mean()}
     if transitions.entropy is not None:  # the sampling policy's, free from the sampler

@@ -97,8 +97,8 @@ def test_configs_are_sized_as_documented():
   d, q = default.get_config(), quick.get_config()
   assert d.num_devices == 4096
   # default.py: one checkpoint for every K and for told noise; quick.py: the headline setting.
-  assert (tuple(d.num_probes_range), d.noise_told_share, d.episode_minibatches) == (
-      (3, 20), 0.5, True)
+  assert (tuple(d.num_probes_range), d.num_probes_power, d.noise_told_share,
+          d.episode_minibatches) == ((3, 20), 2.0, 0.5, True)
   assert (tuple(q.num_probes_range), q.noise_told_share, q.num_probes) == ((), 0.0, 10)
   assert quick.get_config().num_devices * quick.get_config().num_updates <= 256 * 60
   p = paper.get_config()

@@ -13,8 +13,10 @@ def get_config() -> ml_collections.ConfigDict:
   # K drawn per meta-training episode in [low, high], in the observation, so one checkpoint
   # serves every K; () trains at num_probes only.
   config.num_probes_range = (3, 20)
-  # K drawn with probability proportional to K ** -num_probes_power (0: uniform).
-  config.num_probes_power = 0.0
+  # K drawn with probability proportional to K ** -num_probes_power (0: uniform); 2 puts a
+  # third of the episodes at K = 3, where the first probes must be safe. Chosen on the
+  # training devices (BUILD_NOTES, version 0.7.0).
+  config.num_probes_power = 2.0
   # The share of meta-training episodes told their device's noise level (`--noise_prior` when
   # deployed); the others are told nothing, as under the headline protocol.
   config.noise_told_share = 0.5

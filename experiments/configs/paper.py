@@ -25,6 +25,7 @@ def get_config():
   # One K, told nothing, and minibatches of single steps shuffled across episodes, as the
   # paper's Stable-Baselines3 PPO does.
   config.num_probes_range = ()
+  config.num_probes_power = 0.0
   config.noise_told_share = 0.0
   config.episode_minibatches = False
   return config

@@ -16,6 +16,7 @@ def get_config():
   # The headline setting only (K = 10, told nothing), as the README's main-job range was
   # measured; at one K, minibatches of whole episodes are no faster (BUILD_NOTES).
   config.num_probes_range = ()
+  config.num_probes_power = 0.0
   config.noise_told_share = 0.0
   config.episode_minibatches = False
   return config

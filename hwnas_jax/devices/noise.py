@@ -17,6 +17,10 @@ architecture among those measured within budget at least once whose confidence r
 `MIN_CONFIDENCE`; if none does, the best-proxy one whose confidence reaches the lower
 `FALLBACK_CONFIDENCE`, else the most confident of those measured within budget.
 
+A device that repeats its readings exactly (`EXACT_REPEATS` repeats with no spread: a table,
+or a timer that rounds) is taken at its word: a reading within budget, one exactly at the
+budget included, is within it.
+
 A device's noise is stable from one search to the next, so a user may know it: a noise prior
 (`checked_noise_prior`: a sigma, or a range of them) restricts the grid to that range, and
 on a device known to be exact a single probe within budget is trusted.
@@ -52,6 +56,16 @@ SIGMA_QUANTILE = 0.95
 # Chosen on the 15 training devices by the rule of `experiments.answer_study` (BUILD_NOTES,
 # "The answer when nothing is confirmed"): a small gain, mostly lsq's at sigma 0.2.
 FALLBACK_CONFIDENCE = 0.7
+# Repeats that must all read exactly what their architecture read before (no spread at all)
+# before the device is taken as exact. A continuous timer never repeats a reading, so zero
+# spread means a table or a timer that rounds (HELP's phones report whole ms) with noise
+# below its step; there a reading is the device's own value, and one exactly at the budget is
+# within it (<=, as the protocol counts), where the continuous model gives it 1/2 however
+# often it repeats. Two repeats, not one: on a rounding timer whose noise is near its step a
+# single identical repeat is common, two are not.
+EXACT_REPEATS = 2
+# Spread below this (squared log-ratios) is none: identical readings give 0 up to rounding.
+EXACT_SPREAD = 1e-10
 # A method re-measures an architecture to confirm it at most this many times in all.
 MAX_PROBES_PER_ARCH = 3
 LOG_REL_CAP = 14.0  # log(1.2e6): a probe that could not run (inf) still counts as "far over"
@@ -150,16 +164,21 @@ def probe_stats(probe_index, log_rel_probes, num_probed, log_prior=None) -> Prob
   safe_count = jnp.maximum(count, 1.0)
   y = jnp.where(used, log_rel_probes, 0.0)
   mean = (same * y[None, :]).sum(1) / safe_count
-  any_within = (same & (y[None, :] <= 0.0)).any(1)
   ss = jnp.sum(jnp.where(used, (y - mean)**2, 0.0))
   df = jnp.sum(jnp.where(used, 1.0 - 1.0 / safe_count, 0.0))
   weights = sigma_posterior(ss, df, log_prior)
   sigma = jnp.asarray(SIGMA_GRID)
   upper = sigma[jnp.argmax(jnp.cumsum(weights) >= SIGMA_QUANTILE)]
-  confidence = jnp.where(used, jax.scipy.stats.norm.cdf(-mean * jnp.sqrt(safe_count) / upper),
+  # An exact device (no spread over EXACT_REPEATS repeats, or told that its noise is at most
+  # the grid's smallest): a reading within budget is within it, ties included.
+  exact = (((ss <= EXACT_SPREAD) & (df >= EXACT_REPEATS - 1e-3))
+           | (upper <= sigma[0]))
+  continuous = jax.scipy.stats.norm.cdf(-mean * jnp.sqrt(safe_count) / upper)
+  within = (same & (y[None, :] <= 0.0)).any(1)
+  confidence = jnp.where(used, jnp.where(exact, within.astype(continuous.dtype), continuous),
                          0.0)
   earlier = jnp.tril(same, k=-1).any(1)
-  return ProbeStats(count=count, mean_log_rel=mean, any_within=any_within & used,
+  return ProbeStats(count=count, mean_log_rel=mean, any_within=within & used,
                     confidence=confidence, first=used & ~earlier, sigma_weights=weights,
                     sigma_mean=weights @ sigma, sigma_upper=upper, df=df)
 

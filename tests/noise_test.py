@@ -25,6 +25,33 @@ def test_no_repeat_leaves_the_prior_and_exact_repeats_find_no_noise():
   assert float(_stats([1], [0.97]).confidence[0]) < 0.9  # a single probe: noise unknown
 
 
+def test_a_reading_at_the_budget_is_within_it_once_the_device_shows_it_is_exact():
+  """A reading exactly at the budget (whole-ms phone tables put many networks there): 1/2
+  under the continuous model however often it repeats, until EXACT_REPEATS repeats with no
+  spread show the device exact; then within, as the protocol's <= counts it. Any spread,
+  or one repeat short, keeps the continuous model; told the device is exact, one reading."""
+  at_budget = 12.0
+  assert float(_stats([1, 1, 1], [12.0] * 3, budget=at_budget).confidence[0]) == 1.0
+  one_short = _stats([1, 1, 2], [12.0, 12.0, 9.0], budget=at_budget)
+  assert float(one_short.confidence[0]) == pytest.approx(0.5)
+  exact = _stats([2, 2, 1, 1], [9.0, 9.0, 12.0, 12.0], budget=at_budget)
+  assert float(exact.confidence[2]) == 1.0 and float(exact.confidence[0]) == 1.0
+  spread = _stats([2, 2, 1, 1], [9.0, 9.1, 12.0, 12.0], budget=at_budget)
+  assert float(spread.confidence[2]) == pytest.approx(0.5)
+  over = _stats([2, 2, 1, 1], [9.0, 9.0, 13.0, 13.0], budget=at_budget)
+  assert float(over.confidence[2]) == 0.0
+  proxy = np.zeros(100)
+  proxy[[20, 30]] = [2.0, 3.0]
+  assert noise.answer([20, 30], [0.6, 1.0], 1.0, proxy)[0] == 20
+  assert noise.answer([20, 30], [0.6, 1.0], 1.0, proxy, noise_prior=0.0)[0] == 30
+  # Over the budget by less than float32 can tell (eyeriss's table against its own 10th
+  # percentile): over, as the protocol's float64 comparison says, however exact the device.
+  over_by_an_ulp = [3.399860000000001] * 3
+  assert noise.answer([20, 20, 20], over_by_an_ulp, 3.3998600000000003, proxy)[0] is None
+  assert noise.answer([20], over_by_an_ulp[:1], 3.3998600000000003, proxy,
+                      noise_prior=0.0)[0] is None
+
+
 def test_spread_of_repeats_estimates_sigma():
   rng = np.random.default_rng(0)
   sigma = 0.1

@@ -91,6 +91,19 @@ def log_rel(latency_ms, budget_ms):
   return jnp.minimum(jnp.log(jnp.maximum(ratio, 1e-30)), LOG_REL_CAP)
 
 
+def ratio_float32(latency_ms, budget_ms) -> np.ndarray:
+  """latency / budget in float32 (numpy, on the host) on the same side of 1 as in float64.
+
+  The protocol compares in float64; a reading over the budget by less than float32 can tell
+  (a table's 3.399860000000001 ms against its 10th percentile, 3.3998600000000003) must not
+  become a reading exactly at it, which an exact device counts as within."""
+  latency_ms = np.asarray(latency_ms, np.float64)
+  ratio = (latency_ms / budget_ms).astype(np.float32)
+  over = latency_ms > budget_ms
+  ratio = np.where(over & (ratio <= 1), np.nextafter(np.float32(1), np.float32(2)), ratio)
+  return np.where(~over & (ratio > 1), np.float32(1), ratio).astype(np.float32)
+
+
 def checked_noise_prior(noise_prior) -> tuple[float, float] | None:
   """A noise prior as (lowest, highest) sigma: None (unknown), a sigma, a pair, or text
   "0.05" or "0.02:0.1" (a flag's value). ValueError for anything that is not a finite
@@ -222,7 +235,7 @@ def answer(indices, latencies_ms, budget_ms: float, proxy: np.ndarray,
   index = np.zeros(size, np.int32)
   rel = np.zeros(size, np.float32)
   index[:num] = indices
-  rel[:num] = np.asarray(log_rel(np.asarray(latencies_ms, np.float64), budget_ms))
+  rel[:num] = np.asarray(log_rel(ratio_float32(latencies_ms, budget_ms), 1.0))
   slot_proxy = np.zeros(size, np.float32)
   slot_proxy[:num] = np.asarray(proxy)[np.asarray(indices)]
   slot, found, stats = _answer(index, rel, np.int32(num), slot_proxy,

@@ -50,7 +50,8 @@ def controller_method(model: controller_lib.Controller, params) -> interface.Met
       index = int(choose(obs, proxy_std))
       latencies.append(target.measure(index))
       indices.append(index)
-      obs = observe(obs, index, min(latencies[-1] / task.budget_ms, MAX_LATENCY_REL))
+      obs = observe(obs, index, min(noise.ratio_float32(latencies[-1], task.budget_ms),
+                                    MAX_LATENCY_REL))
     return noise.answer(indices, latencies, task.budget_ms, task.proxy,
                         noise_prior=task.noise_prior)[0]
 

@@ -44,6 +44,11 @@ def test_a_reading_at_the_budget_is_within_it_once_the_device_shows_it_is_exact(
   proxy[[20, 30]] = [2.0, 3.0]
   assert noise.answer([20, 30], [0.6, 1.0], 1.0, proxy)[0] == 20
   assert noise.answer([20, 30], [0.6, 1.0], 1.0, proxy, noise_prior=0.0)[0] == 30
+  # Repeats of a network that could not run (inf) show no spread on any device: no evidence
+  # of exactness. Told the device's noise is 0.1 % (a careful timer), not that it is exact.
+  cannot_run = noise.answer([5, 5, 5, 20, 30], [np.inf] * 3 + [0.5, 1.0], 1.0, proxy)
+  assert cannot_run[0] == 20 and cannot_run[1].confidence[4] == pytest.approx(0.5)
+  assert noise.answer([20, 30], [0.6, 1.0], 1.0, proxy, noise_prior=0.001)[0] == 20
   # Over the budget by less than float32 can tell (eyeriss's table against its own 10th
   # percentile): over, as the protocol's float64 comparison says, however exact the device.
   over_by_an_ulp = [3.399860000000001] * 3
@@ -121,8 +126,11 @@ def test_noise_prior_keeps_the_grid_inside_its_range():
   allowed = noise.sigma_log_prior("0.02:0.1") == 0
   assert np.all(noise.SIGMA_GRID[allowed] >= 0.02) and np.all(noise.SIGMA_GRID[allowed] <= 0.1)
   assert allowed.sum() > 1
-  # No grid point inside: the nearest one (sigma 0 is the grid's smallest, 0.5 its largest).
-  assert np.flatnonzero(noise.sigma_log_prior(0) == 0).tolist() == [0]
+  # No grid point inside: the nearest one (sigma 0 is the grid's smallest, 0.5 its largest);
+  # sigma 0, below the whole grid, also carries the mark of an exact device.
+  exact = noise.sigma_log_prior(0)
+  assert np.flatnonzero(exact > noise.RULED_OUT / 2).tolist() == [0]
+  assert exact[0] == noise.EXACT_MARK and noise.sigma_log_prior(0.001)[0] == 0
   assert np.flatnonzero(noise.sigma_log_prior(0.5) == 0).tolist() == [len(noise.SIGMA_GRID) - 1]
   assert np.all(noise.sigma_log_prior(None) == 0)
 

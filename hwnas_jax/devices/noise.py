@@ -152,10 +152,15 @@ def range_log_prior(low, high):
   distance = jnp.minimum(jnp.abs(jnp.log(grid / jnp.maximum(low, 1e-9))),
                          jnp.abs(jnp.log(grid / jnp.maximum(high, 1e-9))))
   nearest = distance == jnp.min(distance)
-  return jnp.where(jnp.where(inside.any(), inside, nearest), 0.0, RULED_OUT).astype(jnp.float32)
+  log_prior = jnp.where(jnp.where(inside.any(), inside, nearest), 0.0, RULED_OUT)
+  # A range wholly below the grid (sigma 0: a table) is an exact device, not the grid's
+  # smallest sigma (a careful timer): marked on the smallest sigma, which softmax ignores.
+  exact = high < grid[0] * (1 - 1e-6)
+  return log_prior.at[0].add(jnp.where(exact, EXACT_MARK, 0.0)).astype(jnp.float32)
 
 
 RULED_OUT = -1e9  # the log prior of a sigma outside a known range (finite: softmax stays defined)
+EXACT_MARK = 1.0  # `range_log_prior`'s mark of a device told exact (a shift softmax cancels)
 
 
 def sigma_posterior(ss, df, log_prior=None):
@@ -182,10 +187,13 @@ def probe_stats(probe_index, log_rel_probes, num_probed, log_prior=None) -> Prob
   weights = sigma_posterior(ss, df, log_prior)
   sigma = jnp.asarray(SIGMA_GRID)
   upper = sigma[jnp.argmax(jnp.cumsum(weights) >= SIGMA_QUANTILE)]
-  # An exact device (no spread over EXACT_REPEATS repeats, or told that its noise is at most
-  # the grid's smallest): a reading within budget is within it, ties included.
-  exact = (((ss <= EXACT_SPREAD) & (df >= EXACT_REPEATS - 1e-3))
-           | (upper <= sigma[0]))
+  # An exact device (no spread over EXACT_REPEATS repeats of readings that ran, or told it is
+  # exact): a reading within budget is within it, ties included. A reading that could not run
+  # is capped, so its repeats show no spread on any device and say nothing of exactness.
+  ran = used & (y < LOG_REL_CAP)
+  df_ran = jnp.sum(jnp.where(ran, 1.0 - 1.0 / safe_count, 0.0))
+  told_exact = False if log_prior is None else log_prior[0] > 0
+  exact = ((ss <= EXACT_SPREAD) & (df_ran >= EXACT_REPEATS - 1e-3)) | told_exact
   continuous = jax.scipy.stats.norm.cdf(-mean * jnp.sqrt(safe_count) / upper)
   within = (same & (y[None, :] <= 0.0)).any(1)
   confidence = jnp.where(used, jnp.where(exact, within.astype(continuous.dtype), continuous),

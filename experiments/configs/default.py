@@ -3,6 +3,7 @@
 import ml_collections
 
 from hwnas_jax.benchmark import aggregate
+from hwnas_jax.devices import synthetic
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -24,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_updates = 300
   config.budget_percentiles = (5.0, 60.0)  # budgets drawn as latency percentiles of each device
   config.prior = "mixture"          # synthetic-device prior fitted on the training devices
+  # The share of synthetic devices drawn near the fitted training devices; the rest come from
+  # the broad component, devices unlike any of them (synthetic.Prior).
+  config.prior_fitted_weight = synthetic.FITTED_WEIGHT
   config.proxy = aggregate.DEFAULT_PROXY  # accuracy proxy (experiments.proxy_study's pick)
   # A device family (tables.FAMILIES) whose training devices the prior must not see:
   # experiments.family_study's way to test on a family the controller never met. "": none.

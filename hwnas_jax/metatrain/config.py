@@ -13,6 +13,7 @@ import numbers
 
 from hwnas_jax.benchmark import aggregate
 from hwnas_jax.benchmark import tables
+from hwnas_jax.devices import synthetic
 
 NAMES = ("controller", "paper_controller")
 PRIORS = ("mixture", "paper")
@@ -130,6 +131,13 @@ def validate(config) -> None:
   if power and not probe_range:
     raise ValueError("config.num_probes_power weighs the K of config.num_probes_range; set "
                      "the range or leave the power 0")
+  weight = config.get("prior_fitted_weight", synthetic.FITTED_WEIGHT)
+  if (isinstance(weight, bool) or not isinstance(weight, numbers.Real)
+      or not 0 <= weight <= 1):
+    raise ValueError(f"config.prior_fitted_weight must be a number in [0, 1], got {weight!r}")
+  if weight != synthetic.FITTED_WEIGHT and config.prior != "mixture":
+    raise ValueError("config.prior_fitted_weight weighs the mixture prior's components; the "
+                     f"{config.prior!r} prior has none: leave it {synthetic.FITTED_WEIGHT}")
   told = config.get("noise_told_share", 0.0)
   if (isinstance(told, bool) or not isinstance(told, numbers.Real)
       or not 0 <= told <= 1):

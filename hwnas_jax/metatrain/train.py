@@ -84,6 +84,9 @@ def make_data(config, proxies_raw: np.ndarray, prior) -> TrainData:
   """
   proxies_std = jnp.asarray(np.stack([controller_lib.standardize(p)
                                       for p in np.asarray(proxies_raw)]))
+  if config.prior == "mixture":
+    prior = prior.replace(fitted_weight=jnp.asarray(
+        config.get("prior_fitted_weight", synthetic.FITTED_WEIGHT), jnp.float32))
   if config.name == "controller":
     proxies_raw = np.stack([reward_scale(p) for p in np.asarray(proxies_raw)])
   proxies_raw = jnp.asarray(proxies_raw, jnp.float32)

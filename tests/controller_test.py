@@ -47,6 +47,26 @@ def test_fit_latency_recovers_a_linear_device_from_a_few_probes():
   assert float(prior_sigma.min()) > 5 * float(sigma.max())
 
 
+def test_residual_noise_follows_the_device_with_enough_probes():
+  """A device the fit explains keeps the prior's scale or less; one with a 20 % latency
+  jitter that no operation count explains widens it toward that jitter; with no probe it is
+  the prior's."""
+  groups, group_of = controller_lib.count_groups()
+  rng = np.random.default_rng(0)
+  probes = rng.choice(searchspace.NUM_ARCHS, 10, replace=False)
+  truth = (groups @ np.array([0.2, 0.1, 0.6, 1.5, 0.9], np.float32))[group_of[probes]]
+  noise = jax.jit(controller_lib.residual_noise)
+  prior = 0.08
+  assert abs(float(noise(_observation([], []), jnp.ones(5), 1.0, prior)) - prior) < 1e-6
+  exact = float(noise(_observation(probes, truth), jnp.ones(5), 1.0, prior))
+  jitter = truth * np.exp(0.2 * rng.standard_normal(10)).astype(np.float32)
+  jittery = float(noise(_observation(probes, jitter), jnp.ones(5), 1.0, prior))
+  assert exact < prior < jittery
+  # A probe that could not run (capped) adds no residual.
+  capped = _observation([*probes[:9], 3], [*truth[:9], np.float32(1e6)])
+  assert float(noise(capped, jnp.ones(5), 1.0, prior)) <= prior
+
+
 def test_policy_masks_probed_candidates_and_offers_their_repeats():
   proxy = controller_lib.standardize(np.random.default_rng(1).uniform(size=searchspace.NUM_ARCHS))
   obs = _observation([5, 17], [0.5, 2.0])

@@ -125,3 +125,15 @@ def test_embedded_prior_is_the_bundles_and_runs_without_it(data_dir, monkeypatch
   data, source = train.training_data(config)
   assert source.startswith("NO BENCHMARK BUNDLE") and "pixel2" in source
   assert float(data.prior.stepped_share) == pytest.approx(synthetic.MIN_STEPPED_SHARE)
+
+
+def test_prior_fitted_weight_reaches_the_prior(monkeypatch):
+  """`config.prior_fitted_weight` is the share of the mixture the episodes are drawn from;
+  its default is the prior's own (the prior of 0.8.0)."""
+  monkeypatch.delenv(tables.DATA_DIR_ENV, raising=False)
+  config = quick.get_config()
+  config.eval_devices = 8
+  assert config.prior_fitted_weight == synthetic.FITTED_WEIGHT
+  config.prior_fitted_weight = 0.25
+  data, _ = train.training_data(config)
+  assert float(data.prior.fitted_weight) == 0.25

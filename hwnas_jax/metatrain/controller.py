@@ -43,6 +43,12 @@ REPEAT_FEATURES = ("bias", "worth", "proxy", "mean_log_rel", "count")
 INITIAL_REPEAT_WEIGHTS = (-30.0, 60.0, 4.0, 0.0, 0.0)
 MASKED = candidates.MASKED
 CONFIRM_Z = float(scipy.stats.norm.ppf(noise.MIN_CONFIDENCE))
+# Latency / budget beyond which a probe says only "too slow": capped in the fit, and no
+# residual of it is counted.
+RESIDUAL_CAP = 10.0
+# Readings the meta-learned noise scale is worth against the residuals (`residual_noise`):
+# the fit's 5 weights, fixed a priori.
+RESIDUAL_PSEUDO_COUNT = 5.0
 count_groups = candidates.count_groups
 
 
@@ -156,21 +162,52 @@ def spd_inverse(matrix: jnp.ndarray) -> jnp.ndarray:
   return inv_lower.T @ inv_lower
 
 
-def fit_latency(x: jnp.ndarray, obs: Observation, prior_mean, prior_scale, noise_scale):
-  """Posterior mean and std of latency / budget for each row of `x` (Bayesian ridge)."""
+def _posterior(obs: Observation, prior_mean, prior_scale, noise_scale, ran_only=False):
+  """(weights, covariance, probe features, probe mask) of the Bayesian ridge of latency /
+  budget on the probes' operation shares; `ran_only`: on the probes that ran within
+  RESIDUAL_CAP only."""
   groups, group_of = count_groups()
   mask = (jnp.arange(obs.probe_index.shape[0]) < obs.num_probed).astype(jnp.float32)
+  if ran_only:
+    mask = mask * (obs.latency_rel < RESIDUAL_CAP).astype(jnp.float32)
   phi = jnp.asarray(groups)[jnp.asarray(group_of)[obs.probe_index]] * mask[:, None]
-  dim = x.shape[1]
+  dim = phi.shape[1]
   precision = jnp.eye(dim) / prior_scale**2 + phi.T @ phi / noise_scale**2
   # A probe that could not run (inf) or ran far over budget says "too slow", not how slow.
-  latency_rel = jnp.minimum(obs.latency_rel, 10.0)
+  latency_rel = jnp.minimum(obs.latency_rel, RESIDUAL_CAP)
   rhs = prior_mean / prior_scale**2 + phi.T @ (mask * latency_rel) / noise_scale**2
   covariance = spd_inverse(precision)
-  weights = covariance @ rhs
+  return covariance @ rhs, covariance, phi, mask
+
+
+def fit_latency(x: jnp.ndarray, obs: Observation, prior_mean, prior_scale, noise_scale):
+  """Posterior mean and std of latency / budget for each row of `x` (Bayesian ridge)."""
+  weights, covariance, _, _ = _posterior(obs, prior_mean, prior_scale, noise_scale)
   mean = x @ weights
   var = jnp.sum((x @ covariance) * x, axis=-1) + noise_scale**2
   return mean, jnp.sqrt(var)
+
+
+def residual_noise(obs: Observation, prior_mean, prior_scale, noise_scale):
+  """The fit's noise scale once its residuals at the probes are heard.
+
+  A device unlike the prior shows it here first: on the bundle's phones a quarter of the
+  latency is not a function of the operation counts at all, where the GPUs' tables are
+  nearly additive. The scale is a scaled-inverse-chi-squared posterior: `noise_scale` counts
+  as RESIDUAL_PSEUDO_COUNT readings, each probe that ran (fitted without those that did not,
+  which say only "too slow") adds its squared relative residual over the share of it the
+  fit did not absorb (1 - leverage). With few probes it stays near
+  `noise_scale`; with many it follows the device.
+  """
+  weights, covariance, phi, ran = _posterior(obs, prior_mean, prior_scale, noise_scale,
+                                             ran_only=True)
+  # Relative to the reading: a jitter multiplies latency, and it matters at the budget.
+  residual = (obs.latency_rel - phi @ weights) / jnp.maximum(obs.latency_rel, 1e-3)
+  leverage = jnp.sum((phi @ covariance) * phi, axis=-1) / noise_scale**2
+  sum_squares = jnp.sum(jnp.where(ran > 0, residual, 0.0)**2)
+  readings = jnp.sum(ran * jnp.clip(1.0 - leverage, 0.0, 1.0))
+  return jnp.sqrt((sum_squares + RESIDUAL_PSEUDO_COUNT * noise_scale**2)
+                  / (readings + RESIDUAL_PSEUDO_COUNT))
 
 
 def probe_summary(probe_proxy, proxy_floor, stats: noise.ProbeStats):
@@ -278,6 +315,7 @@ class Controller(nn.Module):
     stats = env.probe_stats(obs)
     best, any_confirmed = probe_summary(probe_proxy, proxy_floor, stats)
     noise_scale = jnp.sqrt(noise_scale**2 + stats.sigma_mean**2)  # the device's probe noise
+    noise_scale = residual_noise(obs, self.prior_mean, prior_scale, noise_scale)
     if carries is None:
       carries = self.carries(obs, probe_proxy, stats)
     carry = carries[obs.num_probed]  # the probe history so far (num_probed slots)

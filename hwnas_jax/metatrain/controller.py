@@ -3,7 +3,9 @@
 Nothing here memorises one dataset's landscape. At each step the controller
   1. fits the probes so far in context: a Bayesian linear model of latency / budget on the
      operation counts, whose prior mean and scale and noise level are meta-learned, the
-     noise widened by what repeated probes say of the device's noise (`noise.probe_stats`);
+     noise widened by what repeated probes say of the device's noise (`noise.probe_stats`)
+     and then set by the fit's own residuals (`residual_noise`: a device unlike the prior
+     makes the model less sure of itself);
   2. describes every candidate by a few numbers (proxy, gain over the confirmed answer,
      predicted slack, log-probability of fitting the budget, uncertainty, ...), and every
      probed architecture by what confirming it would be worth (a "measure it again" action:

@@ -67,6 +67,32 @@ def test_residual_noise_follows_the_device_with_enough_probes():
   assert float(noise(capped, jnp.ones(5), 1.0, prior)) <= prior
 
 
+def test_residual_noise_is_the_posterior_of_the_ridge_written_out():
+  """The same posterior from the textbook formulas in float64: the ridge's weights and hat
+  matrix H = Phi C Phi^T / sigma^2, relative residuals of the probes that ran, and the prior
+  scale counted as RESIDUAL_PSEUDO_COUNT readings."""
+  groups, group_of = controller_lib.count_groups()
+  rng = np.random.default_rng(3)
+  probes = rng.choice(searchspace.NUM_ARCHS, 7, replace=False)
+  rel = rng.uniform(0.3, 3.0, 7).astype(np.float32)
+  rel[2] = np.inf  # could not run: out of the fit and of the residuals
+  prior_mean, prior_scale, scale = np.array([1.0, 0.9, 1.1, 1.2, 0.8]), 0.7, 0.08
+  got = float(jax.jit(controller_lib.residual_noise)(
+      _observation(probes, rel), jnp.asarray(prior_mean, jnp.float32), prior_scale, scale))
+  ran = np.isfinite(rel)
+  phi = groups[group_of[probes[ran]]].astype(np.float64)
+  y = rel[ran].astype(np.float64)
+  covariance = np.linalg.inv(np.eye(5) / prior_scale**2 + phi.T @ phi / scale**2)
+  weights = covariance @ (prior_mean / prior_scale**2 + phi.T @ y / scale**2)
+  hat = phi @ covariance @ phi.T / scale**2
+  residual = (y - phi @ weights) / y
+  count = controller_lib.RESIDUAL_PSEUDO_COUNT
+  want = np.sqrt((np.sum(residual**2) + count * scale**2) / (np.sum(1 - np.diag(hat)) + count))
+  # float32 against float64 on a 5 x 5 system of condition below 1e4: 1e-3 is far above
+  # any rounding and far below a wrong term (a missing 1 / sigma^2 moves it by 10 %+).
+  np.testing.assert_allclose(got, want, rtol=1e-3)
+
+
 def test_policy_masks_probed_candidates_and_offers_their_repeats():
   proxy = controller_lib.standardize(np.random.default_rng(1).uniform(size=searchspace.NUM_ARCHS))
   obs = _observation([5, 17], [0.5, 2.0])

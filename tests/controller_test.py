@@ -131,3 +131,21 @@ def test_spd_inverse_matches_numpy():
   spd = a @ a.T + 5 * np.eye(5, dtype=np.float32)
   np.testing.assert_allclose(controller_lib.spd_inverse(jnp.asarray(spd)), np.linalg.inv(spd),
                              rtol=1e-4, atol=1e-5)
+
+
+def test_in_context_prior_is_fitted_from_devices_and_set_in_the_parameters():
+  """Devices whose latency / budget is exactly linear in the operation shares give back
+  their weights' mean and spread; the parameters then hold them (scale through softplus)."""
+  groups, group_of = controller_lib.count_groups()
+  weights = np.array([[0.2, 0.1, 0.6, 1.5, 0.9], [0.4, 0.3, 1.0, 2.5, 1.1]], np.float32)
+  latency_rel = weights @ groups[group_of].T
+  prior_mean, prior_scale = controller_lib.fit_in_context_prior(latency_rel)
+  np.testing.assert_allclose(prior_mean, weights.mean(0), rtol=1e-4)
+  np.testing.assert_allclose(prior_scale, np.sqrt(np.mean((weights - weights.mean(0))**2)),
+                             rtol=1e-4)
+  params = controller_lib.with_in_context_prior(
+      init(jax.random.key(0), env.empty_observation(10), jnp.zeros(searchspace.NUM_ARCHS)),
+      prior_mean, prior_scale)
+  np.testing.assert_allclose(params["params"]["prior_mean"], weights.mean(0), rtol=1e-4)
+  np.testing.assert_allclose(jax.nn.softplus(params["params"]["prior_scale_raw"]),
+                             prior_scale, rtol=1e-4)

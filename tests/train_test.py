@@ -8,15 +8,18 @@ update moves the policy and the value the right way, is in ppo_equivalence_test.
 import importlib.resources
 import json
 
+import jax
 import numpy as np
 import pytest
 
 from experiments.configs import default, paper, quick
+from hwnas_jax.benchmark import searchspace
 from hwnas_jax.benchmark import tables
 from hwnas_jax.devices import synthetic
 from hwnas_jax.devices.table import TableDevice
 from hwnas_jax.metatrain import checkpoint
 from hwnas_jax.metatrain import train
+from hwnas_jax.search import deploy
 from hwnas_jax.search import interface
 from hwnas_jax.search import registry
 
@@ -137,3 +140,32 @@ def test_prior_fitted_weight_reaches_the_prior(monkeypatch):
   config.prior_fitted_weight = 0.25
   data, _ = train.training_data(config)
   assert float(data.prior.fitted_weight) == 0.25
+
+
+def test_fitted_in_context_prior_is_where_training_and_the_untrained_method_start(
+    tmp_path, monkeypatch):
+  """Under `in_context_prior = "fitted"` the controller's latency model starts from the
+  synthetic prior's fit (convolutions dearer than skips, every weight positive), training
+  starts there, and `untrained_controller` is that start; "flat" starts at ones."""
+  monkeypatch.delenv(tables.DATA_DIR_ENV, raising=False)
+  config = _tiny(quick.get_config())
+  config.num_updates = 1
+  config.in_context_prior = "fitted"
+  data, _ = train.training_data(config)
+  prior_mean, prior_scale = (np.asarray(x) for x in data.in_context_prior)
+  ops = dict(zip(searchspace.OPS, prior_mean))
+  assert np.all(prior_mean > 0) and prior_scale > 0
+  assert ops["nor_conv_3x3"] > ops["nor_conv_1x1"] > ops["skip_connect"]
+  state = jax.jit(train.make_train(config).init)(jax.random.key(0), data)
+  np.testing.assert_allclose(state.params["params"]["prior_mean"], prior_mean)
+  np.testing.assert_allclose(jax.nn.softplus(state.params["params"]["prior_scale_raw"]),
+                             prior_scale, rtol=1e-5)
+  workdir = str(tmp_path / "fitted")
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  _, (method,) = deploy.load_methods(workdir, untrained=True)
+  np.testing.assert_allclose(method.recipe.args[1]["params"]["prior_mean"], prior_mean)
+  config.in_context_prior = "flat"
+  flat, _ = train.training_data(config)
+  assert flat.in_context_prior is None
+  state = jax.jit(train.make_train(config).init)(jax.random.key(0), flat)
+  np.testing.assert_array_equal(state.params["params"]["prior_mean"], 1.0)

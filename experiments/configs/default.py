@@ -28,6 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
   # The share of synthetic devices drawn near the fitted training devices; the rest come from
   # the broad component, devices unlike any of them (synthetic.Prior).
   config.prior_fitted_weight = synthetic.FITTED_WEIGHT
+  # Where the controller's in-context latency model starts (config_lib.IN_CONTEXT_PRIORS).
+  config.in_context_prior = "flat"
   config.proxy = aggregate.DEFAULT_PROXY  # accuracy proxy (experiments.proxy_study's pick)
   # A device family (tables.FAMILIES) whose training devices the prior must not see:
   # experiments.family_study's way to test on a family the controller never met. "": none.

@@ -144,7 +144,7 @@ def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
 KEYS_ADDED_LATER = {"proxy": "paper", "invalid_penalty": 0.0, "held_out_family": "",
                     "num_probes_range": (), "noise_told_share": 0.0,
                     "episode_minibatches": False, "num_probes_power": 0.0,
-                    "prior_fitted_weight": 0.5}
+                    "prior_fitted_weight": 0.5, "in_context_prior": "flat"}
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

@@ -17,6 +17,9 @@ from hwnas_jax.devices import synthetic
 
 NAMES = ("controller", "paper_controller")
 PRIORS = ("mixture", "paper")
+# Where the controller's in-context latency model starts: "flat" (every network costs the
+# budget; versions up to 0.9.0) or "fitted" to the synthetic prior (`train.in_context_prior`).
+IN_CONTEXT_PRIORS = ("flat", "fitted")
 # Keys a resumed run may change: how long it trains and how often it reports.
 RESUMABLE = ("num_updates", "eval_every", "checkpoint_every")
 
@@ -94,6 +97,9 @@ def validate(config) -> None:
   """ValueError, with the key and the allowed values, for anything a run cannot use."""
   _choice(config, "name", NAMES)
   _choice(config, "prior", PRIORS)
+  if config.get("in_context_prior", "flat") not in IN_CONTEXT_PRIORS:
+    raise ValueError(f"config.in_context_prior={config.in_context_prior!r} is not one of "
+                     f"{', '.join(IN_CONTEXT_PRIORS)}")
   if config.held_out_family:
     _choice(config, "held_out_family", tables.FAMILIES)
   try:

@@ -212,6 +212,32 @@ def residual_noise(obs: Observation, prior_mean, prior_scale, noise_scale):
                   / (readings + RESIDUAL_PSEUDO_COUNT))
 
 
+def fit_in_context_prior(latency_rel: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(prior mean (NUM_OPS,), prior scale ()) of the in-context model, fitted to synthetic
+  devices' latency / budget (devices, N), budgets drawn as meta-training draws them.
+
+  An empirical-Bayes start: each device's least-squares weights on the operation shares,
+  their mean and their root-mean-square spread. A flat start (every network costs the
+  budget) makes the first probe the top-proxy network, over the budget on most devices at
+  tight budgets: a probe lost, and at K = 3 often the answer with it.
+  """
+  groups, group_of = count_groups()
+  phi = jnp.asarray(groups)[jnp.asarray(group_of)]
+  y = jnp.minimum(jnp.asarray(latency_rel, jnp.float32), RESIDUAL_CAP)
+  weights = jnp.linalg.solve(phi.T @ phi, phi.T @ y.T).T
+  mean = weights.mean(axis=0)
+  return mean, jnp.sqrt(jnp.mean((weights - mean)**2))
+
+
+def with_in_context_prior(params, prior_mean, prior_scale):
+  """`Controller` parameters with the in-context model's prior set (`fit_in_context_prior`)."""
+  inner = dict(params["params"])
+  inner["prior_mean"] = jnp.asarray(prior_mean, inner["prior_mean"].dtype)
+  scale = jnp.asarray(prior_scale, jnp.float32)
+  inner["prior_scale_raw"] = jnp.log(jnp.expm1(scale)).astype(inner["prior_scale_raw"].dtype)
+  return {**params, "params": inner}
+
+
 def probe_summary(probe_proxy, proxy_floor, stats: noise.ProbeStats):
   """(proxy of the best confirmed probe, or the floor; whether any probe is confirmed).
 

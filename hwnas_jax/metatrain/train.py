@@ -40,6 +40,10 @@ from hwnas_jax.metatrain import ppo
 from hwnas_jax.metatrain import sharding
 
 EVAL_SEED = 10_000  # held-out synthetic devices: a key stream training never draws from
+# The synthetic devices the in-context model's prior is fitted on (`in_context_prior`):
+# a key stream of their own.
+PRIOR_FIT_SEED = 20_000
+PRIOR_FIT_DEVICES = 1024
 EMBEDDED_PRIOR = "assets/prior_shapes.json"
 
 
@@ -50,6 +54,9 @@ class TrainData:
   proxies_std: jax.Array    # (datasets, 15625) the same in standard units (controller input)
   prior: Any                # synthetic.Prior or synthetic.PaperPrior
   eval_episodes: Any        # env.EpisodeParams: held-out synthetic episodes
+  # (prior mean, prior scale) the controller's in-context model starts from, or None: the
+  # flat start (`in_context_prior`).
+  in_context_prior: Any = None
 
 
 def sampler(config) -> Callable:
@@ -101,7 +108,26 @@ def make_data(config, proxies_raw: np.ndarray, prior) -> TrainData:
                          noise_told_share=float(config.get("noise_told_share", 0.0)),
                          num_probes_power=float(config.get("num_probes_power", 0.0)))
   return TrainData(proxies_raw=proxies_raw, proxies_std=proxies_std, prior=prior,
-                   eval_episodes=eval_episodes)
+                   eval_episodes=eval_episodes,
+                   in_context_prior=in_context_prior(config, prior, proxies_raw))
+
+
+def in_context_prior(config, prior, proxies_raw) -> tuple[jax.Array, jax.Array] | None:
+  """The controller's in-context prior fitted on PRIOR_FIT_DEVICES devices of the config's
+  prior, budgets drawn as in training (`controller.fit_in_context_prior`), under
+  `config.in_context_prior = "fitted"`; None under "flat" (versions up to 0.9.0) and for
+  the paper-faithful controller. Only the prior enters: a family it leaves out stays out."""
+  if config.name != "controller" or config.get("in_context_prior", "flat") != "fitted":
+    return None
+
+  @jax.jit
+  def fit(key):
+    episodes = env.sample_episodes(key, prior, PRIOR_FIT_DEVICES, proxies_raw,
+                                   tuple(config.budget_percentiles), sampler(config))
+    tables = jax.lax.map(synthetic.latency_table, episodes.device, batch_size=64)
+    return controller_lib.fit_in_context_prior(tables / episodes.budget_ms[:, None])
+
+  return fit(jax.random.key(PRIOR_FIT_SEED))
 
 
 def training_data(config, data_dir: str | None = None,
@@ -245,9 +271,13 @@ def make_train(config, axis_name: str | None = None) -> Trainer:
 
   update = ppo.make_update(config, agent.evaluate, rollout_fn, optimizer, axis_name=axis_name)
 
-  def init(key) -> ppo.TrainState:
+  def init(key, data: TrainData | None = None) -> ppo.TrainState:
+    """`data`: where the in-context prior comes from (`TrainData.in_context_prior`); None
+    for the flat start (enough for the parameters' shapes)."""
     key_params, key_train = jax.random.split(key)
     params = agent.init(key_params)
+    if data is not None and data.in_context_prior is not None:
+      params = controller_lib.with_in_context_prior(params, *data.in_context_prior)
     return ppo.TrainState(params=params, opt_state=optimizer.init(params),
                           step=jnp.array(0, jnp.int32), key=key_train)
 
@@ -256,7 +286,7 @@ def make_train(config, axis_name: str | None = None) -> Trainer:
                          True)[1:]
 
   def train(key, data):
-    return jax.lax.scan(lambda state, _: update(state, data), init(key), None,
+    return jax.lax.scan(lambda state, _: update(state, data), init(key, data), None,
                         length=int(config.num_updates))
 
   return Trainer(agent=agent, init=init, update=update, evaluate=evaluate, train=train)
@@ -281,7 +311,7 @@ def make_update_fn(config, trainer: Trainer) -> Callable:
 
 # Config fields that steer the loop or choose the data, never what the programs compute.
 LOOP_AND_DATA_FIELDS = ("num_updates", "eval_every", "checkpoint_every", "seed",
-                        "held_out_family", "proxy")
+                        "held_out_family", "proxy", "in_context_prior")
 _PROGRAMS: dict[str, "Programs"] = {}
 _MAX_PROGRAMS = 4
 
@@ -307,7 +337,7 @@ def programs(config) -> Programs:
     config = config.copy_and_resolve_references()  # the key's values, whatever the caller does
     trainer = make_train(config, sharding.AXIS if int(config.num_shards) > 1 else None)
     _PROGRAMS[key] = Programs(
-        init=jax.jit(jax.vmap(trainer.init)),
+        init=jax.jit(jax.vmap(trainer.init, in_axes=(0, None))),
         update=make_update_fn(config, trainer),
         evaluate=jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, None))),
         params_finite=jax.jit(jax.vmap(lambda params: jnp.all(jnp.stack(
@@ -318,11 +348,11 @@ def programs(config) -> Programs:
 
 # --- the resumable loop ------------------------------------------------------------------------
 
-def _seed_states(config, workdir: str, resuming: bool):
+def _seed_states(config, workdir: str, resuming: bool, data: TrainData):
   """Initial (or restored) states of every seed, stacked; the update they resume from."""
   seeds = checkpoint.seeds_of(config)
   keys = jnp.stack([jax.random.key(s) for s in seeds])
-  states = programs(config).init(keys)
+  states = programs(config).init(keys, data)
   # Strong types from the start, so the update compiles once (init makes some weak).
   states = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), states)
   if not resuming:
@@ -377,7 +407,7 @@ def _train_and_evaluate(config, workdir: str, data_dir: str | None = None,
   if int(config.num_shards) > 1:
     sharding.check_num_shards(config)
   jitted = programs(config)
-  states, start = _seed_states(config, workdir, resuming)
+  states, start = _seed_states(config, workdir, resuming, data)
   for seed in seeds:  # from 0, the untrained row (step 0) is written again below
     checkpoint.truncate_metrics(workdir, seed, start if start else -1)
   if start:

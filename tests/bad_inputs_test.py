@@ -421,7 +421,7 @@ ROWS = [
      r"config\.num_probes_power weighs the K of config\.num_probes_range",
      lambda c: config_lib.validate(_config(num_probes_range=(), num_probes_power=1.0))),
     ("config_in_context_prior_unknown", ValueError,
-     r"config\.in_context_prior='learned' is not one of flat, fitted",
+     r"config\.in_context_prior='learned' is not one of flat, fitted, fitted_wide",
      lambda c: config_lib.validate(_config(in_context_prior="learned"))),
     ("config_prior_fitted_weight_above_one", ValueError,
      r"config\.prior_fitted_weight must be a number in \[0, 1\], got 1\.5",

@@ -18,8 +18,9 @@ from hwnas_jax.devices import synthetic
 NAMES = ("controller", "paper_controller")
 PRIORS = ("mixture", "paper")
 # Where the controller's in-context latency model starts: "flat" (every network costs the
-# budget; versions up to 0.9.0) or "fitted" to the synthetic prior (`train.in_context_prior`).
-IN_CONTEXT_PRIORS = ("flat", "fitted")
+# budget; versions up to 0.9.0), "fitted" to the synthetic prior, or fitted and widened
+# ("fitted_wide", `train.in_context_prior`).
+IN_CONTEXT_PRIORS = ("flat", "fitted", "fitted_wide")
 # Keys a resumed run may change: how long it trains and how often it reports.
 RESUMABLE = ("num_updates", "eval_every", "checkpoint_every")
 

@@ -115,9 +115,13 @@ def make_data(config, proxies_raw: np.ndarray, prior) -> TrainData:
 def in_context_prior(config, prior, proxies_raw) -> tuple[jax.Array, jax.Array] | None:
   """The controller's in-context prior fitted on PRIOR_FIT_DEVICES devices of the config's
   prior, budgets drawn as in training (`controller.fit_in_context_prior`), under
-  `config.in_context_prior = "fitted"`; None under "flat" (versions up to 0.9.0) and for
-  the paper-faithful controller. Only the prior enters: a family it leaves out stays out."""
-  if config.name != "controller" or config.get("in_context_prior", "flat") != "fitted":
+  `config.in_context_prior = "fitted"`, its scale widened by the prior's own inflation
+  (`synthetic.COV_INFLATE`: a few devices of a few families understate the spread of
+  devices outside them) under "fitted_wide"; None under "flat" (versions up to 0.9.0) and
+  for the paper-faithful controller. Only the prior enters: a family it leaves out stays
+  out."""
+  kind = config.get("in_context_prior", "flat")
+  if config.name != "controller" or kind == "flat":
     return None
 
   @jax.jit
@@ -127,7 +131,10 @@ def in_context_prior(config, prior, proxies_raw) -> tuple[jax.Array, jax.Array] 
     tables = jax.lax.map(synthetic.latency_table, episodes.device, batch_size=64)
     return controller_lib.fit_in_context_prior(tables / episodes.budget_ms[:, None])
 
-  return fit(jax.random.key(PRIOR_FIT_SEED))
+  prior_mean, prior_scale = fit(jax.random.key(PRIOR_FIT_SEED))
+  if kind == "fitted_wide":
+    prior_scale = prior_scale * synthetic.COV_INFLATE
+  return prior_mean, prior_scale
 
 
 def training_data(config, data_dir: str | None = None,

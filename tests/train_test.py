@@ -150,9 +150,14 @@ def test_fitted_in_context_prior_is_where_training_and_the_untrained_method_star
   monkeypatch.delenv(tables.DATA_DIR_ENV, raising=False)
   config = _tiny(quick.get_config())
   config.num_updates = 1
+  config.in_context_prior = "fitted_wide"
+  wide, _ = train.training_data(config)
   config.in_context_prior = "fitted"
   data, _ = train.training_data(config)
   prior_mean, prior_scale = (np.asarray(x) for x in data.in_context_prior)
+  np.testing.assert_allclose(wide.in_context_prior[0], prior_mean)
+  np.testing.assert_allclose(wide.in_context_prior[1], prior_scale * synthetic.COV_INFLATE,
+                             rtol=1e-6)
   ops = dict(zip(searchspace.OPS, prior_mean))
   assert np.all(prior_mean > 0) and prior_scale > 0
   assert ops["nor_conv_3x3"] > ops["nor_conv_1x1"] > ops["skip_connect"]
@@ -160,10 +165,15 @@ def test_fitted_in_context_prior_is_where_training_and_the_untrained_method_star
   np.testing.assert_allclose(state.params["params"]["prior_mean"], prior_mean)
   np.testing.assert_allclose(jax.nn.softplus(state.params["params"]["prior_scale_raw"]),
                              prior_scale, rtol=1e-5)
-  workdir = str(tmp_path / "fitted")
-  train.train_and_evaluate(config, workdir, log=lambda _: None)
-  _, (method,) = deploy.load_methods(workdir, untrained=True)
-  np.testing.assert_allclose(method.recipe.args[1]["params"]["prior_mean"], prior_mean)
+  wide_scale = prior_scale * synthetic.COV_INFLATE
+  for kind, scale in (("fitted", prior_scale), ("fitted_wide", wide_scale)):
+    config.in_context_prior = kind
+    workdir = str(tmp_path / kind)
+    train.train_and_evaluate(config, workdir, log=lambda _: None)
+    _, (method,) = deploy.load_methods(workdir, untrained=True)
+    params = method.recipe.args[1]["params"]
+    np.testing.assert_allclose(params["prior_mean"], prior_mean)
+    np.testing.assert_allclose(jax.nn.softplus(params["prior_scale_raw"]), scale, rtol=1e-5)
   config.in_context_prior = "flat"
   flat, _ = train.training_data(config)
   assert flat.in_context_prior is None

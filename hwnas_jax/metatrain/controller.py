@@ -224,7 +224,8 @@ def fit_in_context_prior(latency_rel: jnp.ndarray) -> tuple[jnp.ndarray, jnp.nda
   groups, group_of = count_groups()
   phi = jnp.asarray(groups)[jnp.asarray(group_of)]
   y = jnp.minimum(jnp.asarray(latency_rel, jnp.float32), RESIDUAL_CAP)
-  weights = jnp.linalg.solve(phi.T @ phi, phi.T @ y.T).T
+  # spd_inverse, not jnp.linalg.solve: a LAPACK solve here once hung XLA's CPU thread pool.
+  weights = (spd_inverse(phi.T @ phi) @ (phi.T @ y.T)).T
   mean = weights.mean(axis=0)
   return mean, jnp.sqrt(jnp.mean((weights - mean)**2))
 

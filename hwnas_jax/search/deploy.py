@@ -111,7 +111,7 @@ def load_methods(workdir: str, untrained: bool = False) -> tuple[Any, list[inter
     check_finite_params(f"the checkpoint of seed {seed} in {workdir!r}", params)
   if untrained:  # the start of training, its in-context prior refitted as training fitted it
     data = (train.training_data(config)[0]
-            if config.get("in_context_prior", "flat") == "fitted" else None)
+            if config.get("in_context_prior", "flat") != "flat" else None)
     init = jax.jit(train.make_train(config).init)
     policies = [(seed, init(jax.random.key(seed), data).params) for seed, _ in policies]
   return config, [method_of(config, jax.device_get(params)) for _, params in policies]

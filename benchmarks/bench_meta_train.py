@@ -99,7 +99,7 @@ def build_update(config, data_dir, num_seeds: int):
   sharded = int(config.num_shards) > 1
   trainer = train.make_train(config, sharding.AXIS if sharded else None)
   keys = jnp.stack([jax.random.key(config.seed + i) for i in range(num_seeds)])
-  states = jax.jit(jax.vmap(trainer.init))(keys)
+  states = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))(keys, data)
   states = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), states)
   update = train.make_update_fn(config, trainer)
   if sharded:

@@ -67,7 +67,8 @@ def test_meta_training_improves_on_the_untrained_controller_with_few_probes(data
   trainer = train.make_train(config)
   state, _ = jax.jit(trainer.train)(jax.random.key(0), data)
   evaluate = jax.jit(trainer.evaluate)
-  untrained_score, untrained_valid = evaluate(trainer.init(jax.random.key(0)).params, data)
+  untrained_score, untrained_valid = evaluate(trainer.init(jax.random.key(0), data).params,
+                                              data)
   trained_score, trained_valid = evaluate(state.params, data)
   assert float(trained_valid.mean()) > float(untrained_valid.mean()) + 0.07
   assert float(trained_score.mean()) > float(untrained_score.mean())

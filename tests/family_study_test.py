@@ -14,9 +14,12 @@ from hwnas_jax.search import proxy_choice
 METHODS = ["controller", "lsq", "oracle"]
 
 
-def _result(family, devices, scores):
-  rows = [dict(method=m, device=d, mean_accuracy=scores[m] + k, feasible_rate=1.0,
+def _result(family, devices, scores, probes=(10,)):
+  """Made-up rows; at each further K every score is 1 lower."""
+  rows = [dict(method=m, device=d, probes=num_probes,
+               mean_accuracy=scores[m] + k - position, feasible_rate=1.0,
                oracle_accuracy=scores["oracle"] + k)
+          for position, num_probes in enumerate(probes)
           for m in METHODS for k, d in enumerate(devices)]
   return dict(family=family, devices=devices, methods=METHODS, rows=rows)
 
@@ -53,3 +56,19 @@ def test_pick_reads_only_the_families_it_keeps():
   by_family = {"cpu": np.array([60.0, 70.0]), "phone": np.array([60.0, -1.0])}
   assert proxy_choice.pick(names, by_family) == "paper"  # worse than paper on phones
   assert proxy_choice.pick(names, by_family, without="phone") == "rank:naswot+skip"
+
+
+def test_every_k_has_its_rows_table_and_family_score():
+  results = [_result("cpu", ["a", "b"], {"controller": 60.0, "lsq": 62.0, "oracle": 64.0},
+                     probes=(3, 10)),
+             _result("phone", ["c"], {"controller": 50.0, "lsq": 49.0, "oracle": 100.0},
+                     probes=(3, 10))]
+  rows = family_study.summary_rows(results)
+  assert {r["probes"] for r in rows} == {3, 10}
+  at = {(r["probes"], r["group"], r["method"]): r["mean_accuracy"] for r in rows}
+  assert at[(3, "cpu", "controller")] == 60.5 and at[(10, "cpu", "controller")] == 59.5
+  # families alike: cpu's two devices count as one family, as the phone's one device does
+  assert family_study.family_score(rows) == {3: (60.5 + 50.0) / 2, 10: (59.5 + 49.0) / 2}
+  blocks = family_study.format_table(rows, METHODS).split("\n\n")
+  assert [b.splitlines()[0] for b in blocks] == ["K = 3", "K = 10"]
+  assert blocks[1].splitlines()[2].split()[:3] == ["cpu", "(all)", "59.50"]

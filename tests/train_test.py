@@ -7,8 +7,10 @@ update moves the policy and the value the right way, is in ppo_equivalence_test.
 
 import importlib.resources
 import json
+import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -142,40 +144,51 @@ def test_prior_fitted_weight_reaches_the_prior(monkeypatch):
   assert float(data.prior.fitted_weight) == 0.25
 
 
-def test_fitted_in_context_prior_is_where_training_and_the_untrained_method_start(
-    tmp_path, monkeypatch):
+def test_fitted_in_context_start_is_where_training_and_the_untrained_method_start(
+    tmp_path, data_dir, monkeypatch):
   """Under `in_context_prior = "fitted"` the controller's latency model starts from the
-  synthetic prior's fit (convolutions dearer than skips, every weight positive), training
-  starts there, and `untrained_controller` is that start; "flat" starts at ones."""
+  synthetic prior's fit (convolutions dearer than skips, every weight positive), every
+  seed's training starts there, and `untrained_controller` is that start, kept in the
+  workdir: rebuilt without the bundle at hand, it is still the start fitted without the
+  held-out family. "fitted_wide" widens the scale; "flat" starts at ones."""
   monkeypatch.delenv(tables.DATA_DIR_ENV, raising=False)
   config = _tiny(quick.get_config())
   config.num_updates = 1
-  config.in_context_prior = "fitted_wide"
-  wide, _ = train.training_data(config)
+  config.num_seeds = 2
+  config.held_out_family = "phone"
   config.in_context_prior = "fitted"
-  data, _ = train.training_data(config)
-  prior_mean, prior_scale = (np.asarray(x) for x in data.in_context_prior)
-  np.testing.assert_allclose(wide.in_context_prior[0], prior_mean)
-  np.testing.assert_allclose(wide.in_context_prior[1], prior_scale * synthetic.COV_INFLATE,
-                             rtol=1e-6)
+  data, _ = train.training_data(config, data_dir)
+  prior_mean, prior_scale = data.in_context_start
   ops = dict(zip(searchspace.OPS, prior_mean))
   assert np.all(prior_mean > 0) and prior_scale > 0
   assert ops["nor_conv_3x3"] > ops["nor_conv_1x1"] > ops["skip_connect"]
-  state = jax.jit(train.make_train(config).init)(jax.random.key(0), data)
-  np.testing.assert_allclose(state.params["params"]["prior_mean"], prior_mean)
-  np.testing.assert_allclose(jax.nn.softplus(state.params["params"]["prior_scale_raw"]),
-                             prior_scale, rtol=1e-5)
-  wide_scale = prior_scale * synthetic.COV_INFLATE
-  for kind, scale in (("fitted", prior_scale), ("fitted_wide", wide_scale)):
+  states = train.programs(config).init(jnp.stack([jax.random.key(0), jax.random.key(1)]), data)
+  np.testing.assert_allclose(states.params["params"]["prior_mean"], [prior_mean] * 2)
+  np.testing.assert_allclose(jax.nn.softplus(states.params["params"]["prior_scale_raw"]),
+                             [prior_scale] * 2, rtol=1e-5)
+  config.in_context_prior = "fitted_wide"
+  wide, _ = train.training_data(config, data_dir)
+  np.testing.assert_allclose(wide.in_context_start[0], prior_mean)
+  assert wide.in_context_start[1] == pytest.approx(prior_scale * synthetic.COV_INFLATE)
+  for kind, start in (("fitted", data.in_context_start), ("fitted_wide", wide.in_context_start)):
     config.in_context_prior = kind
     workdir = str(tmp_path / kind)
-    train.train_and_evaluate(config, workdir, log=lambda _: None)
-    _, (method,) = deploy.load_methods(workdir, untrained=True)
-    params = method.recipe.args[1]["params"]
-    np.testing.assert_allclose(params["prior_mean"], prior_mean)
-    np.testing.assert_allclose(jax.nn.softplus(params["prior_scale_raw"]), scale, rtol=1e-5)
+    train.train_and_evaluate(config, workdir, data_dir, log=lambda _: None)
+    _, methods = deploy.load_methods(workdir, untrained=True)  # no bundle in the environment
+    for method in methods:
+      params = method.recipe.args[1]["params"]
+      np.testing.assert_allclose(params["prior_mean"], start[0])
+      np.testing.assert_allclose(jax.nn.softplus(params["prior_scale_raw"]), start[1],
+                                 rtol=1e-5)
   config.in_context_prior = "flat"
-  flat, _ = train.training_data(config)
-  assert flat.in_context_prior is None
+  flat, _ = train.training_data(config, data_dir)
+  assert flat.in_context_start is None
   state = jax.jit(train.make_train(config).init)(jax.random.key(0), flat)
   np.testing.assert_array_equal(state.params["params"]["prior_mean"], 1.0)
+  with open(os.path.join(str(tmp_path / "fitted"), checkpoint.CONFIG)) as f:
+    record = json.load(f)
+  del record["in_context_start"]  # a run saved before starts were kept
+  with open(os.path.join(str(tmp_path / "fitted"), checkpoint.CONFIG), "w") as f:
+    json.dump(record, f)
+  with pytest.raises(ValueError, match="did not keep"):
+    deploy.load_methods(str(tmp_path / "fitted"), untrained=True)

@@ -119,10 +119,14 @@ def locked(workdir: str):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
+def open_run(workdir: str, config, source: str, fresh: bool = False,
+             in_context_start=None) -> bool:
   """Prepare `workdir` for `config` (`check_run` first); True if it holds a run to resume.
 
   `fresh` removes the checkpoints, metrics and config of a run already there.
+  `in_context_start`: (prior mean, prior scale) the controllers started from
+  (`train.fit_in_context_start`), kept so that their untrained start is rebuilt exactly,
+  whatever bundle is at hand later.
   """
   resuming = check_run(workdir, config, fresh)
   path = os.path.join(workdir, CONFIG)
@@ -134,7 +138,11 @@ def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
   os.makedirs(workdir, exist_ok=True)
   for seed in seeds_of(config):
     os.makedirs(seed_dir(workdir, seed), exist_ok=True)
-  payload = json.dumps({"config": config.to_dict(), "source": source}, indent=1)
+  record = {"config": config.to_dict(), "source": source}
+  if in_context_start is not None:
+    record["in_context_start"] = {"prior_mean": np.asarray(in_context_start[0]).tolist(),
+                                  "prior_scale": float(in_context_start[1])}
+  payload = json.dumps(record, indent=1)
   _write_atomic(path, payload.encode())
   return resuming
 
@@ -144,7 +152,17 @@ def open_run(workdir: str, config, source: str, fresh: bool = False) -> bool:
 KEYS_ADDED_LATER = {"proxy": "paper", "invalid_penalty": 0.0, "held_out_family": "",
                     "num_probes_range": (), "noise_told_share": 0.0,
                     "episode_minibatches": False, "num_probes_power": 0.0,
-                    "prior_fitted_weight": 0.5, "in_context_prior": "flat"}
+                    "prior_fitted_weight": 0.5, "in_context_prior": config_lib.FLAT_START}
+
+
+def read_in_context_start(workdir: str) -> tuple[np.ndarray, float] | None:
+  """The (prior mean, prior scale) a workdir's controllers started from, or None (a flat
+  start, or a run saved before starts were kept)."""
+  with open(os.path.join(workdir, CONFIG)) as f:
+    start = json.load(f).get("in_context_start")
+  if start is None:
+    return None
+  return np.asarray(start["prior_mean"], np.float32), float(start["prior_scale"])
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

@@ -19,8 +19,9 @@ NAMES = ("controller", "paper_controller")
 PRIORS = ("mixture", "paper")
 # Where the controller's in-context latency model starts: "flat" (every network costs the
 # budget; versions up to 0.9.0), "fitted" to the synthetic prior, or fitted and widened
-# ("fitted_wide", `train.in_context_prior`).
-IN_CONTEXT_PRIORS = ("flat", "fitted", "fitted_wide")
+# ("fitted_wide", `train.fit_in_context_start`).
+FLAT_START = "flat"
+IN_CONTEXT_PRIORS = (FLAT_START, "fitted", "fitted_wide")
 # Keys a resumed run may change: how long it trains and how often it reports.
 RESUMABLE = ("num_updates", "eval_every", "checkpoint_every")
 
@@ -98,9 +99,14 @@ def validate(config) -> None:
   """ValueError, with the key and the allowed values, for anything a run cannot use."""
   _choice(config, "name", NAMES)
   _choice(config, "prior", PRIORS)
-  if config.get("in_context_prior", "flat") not in IN_CONTEXT_PRIORS:
-    raise ValueError(f"config.in_context_prior={config.in_context_prior!r} is not one of "
+  start = config.get("in_context_prior", FLAT_START)
+  if start not in IN_CONTEXT_PRIORS:
+    raise ValueError(f"config.in_context_prior={start!r} is not one of "
                      f"{', '.join(IN_CONTEXT_PRIORS)}")
+  if start != FLAT_START and config.name != "controller":
+    raise ValueError(f"config.in_context_prior={start!r} sets where the controller's "
+                     f"in-context model starts; the {config.name!r} has none: leave it "
+                     f"{FLAT_START!r}")
   if config.held_out_family:
     _choice(config, "held_out_family", tables.FAMILIES)
   try:

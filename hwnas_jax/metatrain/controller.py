@@ -213,8 +213,8 @@ def residual_noise(obs: Observation, prior_mean, prior_scale, noise_scale):
 
 
 def fit_in_context_prior(latency_rel: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """(prior mean (NUM_OPS,), prior scale ()) of the in-context model, fitted to synthetic
-  devices' latency / budget (devices, N), budgets drawn as meta-training draws them.
+  """(prior mean (NUM_OPS,), prior scale ()) of the in-context model, fitted to devices'
+  latency / budget (devices, N).
 
   An empirical-Bayes start: each device's least-squares weights on the operation shares,
   their mean and their root-mean-square spread. A flat start (every network costs the
@@ -231,11 +231,14 @@ def fit_in_context_prior(latency_rel: jnp.ndarray) -> tuple[jnp.ndarray, jnp.nda
 
 
 def with_in_context_prior(params, prior_mean, prior_scale):
-  """`Controller` parameters with the in-context model's prior set (`fit_in_context_prior`)."""
+  """`Controller` parameters with the in-context model's prior set (`fit_in_context_prior`;
+  a scale > 0)."""
   inner = dict(params["params"])
   inner["prior_mean"] = jnp.asarray(prior_mean, inner["prior_mean"].dtype)
   scale = jnp.asarray(prior_scale, jnp.float32)
-  inner["prior_scale_raw"] = jnp.log(jnp.expm1(scale)).astype(inner["prior_scale_raw"].dtype)
+  # softplus's inverse, in the form that stays finite for large scales.
+  raw = scale + jnp.log(-jnp.expm1(-scale))
+  inner["prior_scale_raw"] = raw.astype(inner["prior_scale_raw"].dtype)
   return {**params, "params": inner}
 
 

@@ -12,6 +12,7 @@ training devices of PROTOCOL.md and no test accuracy is read.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import json
 import os
@@ -40,7 +41,7 @@ from hwnas_jax.metatrain import ppo
 from hwnas_jax.metatrain import sharding
 
 EVAL_SEED = 10_000  # held-out synthetic devices: a key stream training never draws from
-# The synthetic devices the in-context model's prior is fitted on (`in_context_prior`):
+# The synthetic devices the in-context model's start is fitted on (`fit_in_context_start`):
 # a key stream of their own.
 PRIOR_FIT_SEED = 20_000
 PRIOR_FIT_DEVICES = 1024
@@ -55,8 +56,8 @@ class TrainData:
   prior: Any                # synthetic.Prior or synthetic.PaperPrior
   eval_episodes: Any        # env.EpisodeParams: held-out synthetic episodes
   # (prior mean, prior scale) the controller's in-context model starts from, or None: the
-  # flat start (`in_context_prior`).
-  in_context_prior: Any = None
+  # flat start (`fit_in_context_start`).
+  in_context_start: Any = None
 
 
 def sampler(config) -> Callable:
@@ -109,32 +110,45 @@ def make_data(config, proxies_raw: np.ndarray, prior) -> TrainData:
                          num_probes_power=float(config.get("num_probes_power", 0.0)))
   return TrainData(proxies_raw=proxies_raw, proxies_std=proxies_std, prior=prior,
                    eval_episodes=eval_episodes,
-                   in_context_prior=in_context_prior(config, prior, proxies_raw))
+                   in_context_start=fit_in_context_start(config, prior, proxies_raw))
 
 
-def in_context_prior(config, prior, proxies_raw) -> tuple[jax.Array, jax.Array] | None:
-  """The controller's in-context prior fitted on PRIOR_FIT_DEVICES devices of the config's
-  prior, budgets drawn as in training (`controller.fit_in_context_prior`), under
-  `config.in_context_prior = "fitted"`, its scale widened by the prior's own inflation
-  (`synthetic.COV_INFLATE`: a few devices of a few families understate the spread of
-  devices outside them) under "fitted_wide"; None under "flat" (versions up to 0.9.0) and
-  for the paper-faithful controller. Only the prior enters: a family it leaves out stays
-  out."""
-  kind = config.get("in_context_prior", "flat")
-  if config.name != "controller" or kind == "flat":
+def fits_in_context_start(config) -> bool:
+  """Whether the controller's in-context model starts from a fit (`fit_in_context_start`)
+  rather than flat."""
+  return (config.name == "controller"
+          and config.get("in_context_prior", config_lib.FLAT_START) != config_lib.FLAT_START)
+
+
+@functools.partial(jax.jit, static_argnames=("budget_percentiles", "sample_devices"))
+def _fitted_start(key, prior, proxies_raw, budget_percentiles, sample_devices):
+  episodes = env.sample_episodes(key, prior, PRIOR_FIT_DEVICES, proxies_raw,
+                                 budget_percentiles, sample_devices)
+  tables = jax.vmap(synthetic.latency_table)(episodes.device)
+  return controller_lib.fit_in_context_prior(tables / episodes.budget_ms[:, None])
+
+
+def fit_in_context_start(config, prior, proxies_raw) -> tuple[np.ndarray, float] | None:
+  """(prior mean, prior scale) the controller's in-context model starts from, or None for
+  the flat start (versions up to 0.9.0; the paper-faithful controller).
+
+  "fitted": fitted on PRIOR_FIT_DEVICES devices of the config's prior, budgets drawn as in
+  training (`controller.fit_in_context_prior`); only the prior enters, so a family it
+  leaves out stays out. "fitted_wide": the same, its scale times `synthetic.COV_INFLATE`
+  once more (the prior it is drawn from is already that wide; the start's own spread is
+  widened again, for a family outside the fit).
+  """
+  if not fits_in_context_start(config):
     return None
-
-  @jax.jit
-  def fit(key):
-    episodes = env.sample_episodes(key, prior, PRIOR_FIT_DEVICES, proxies_raw,
-                                   tuple(config.budget_percentiles), sampler(config))
-    tables = jax.lax.map(synthetic.latency_table, episodes.device, batch_size=64)
-    return controller_lib.fit_in_context_prior(tables / episodes.budget_ms[:, None])
-
-  prior_mean, prior_scale = fit(jax.random.key(PRIOR_FIT_SEED))
-  if kind == "fitted_wide":
+  prior_mean, prior_scale = jax.device_get(_fitted_start(
+      jax.random.key(PRIOR_FIT_SEED), prior, proxies_raw, tuple(config.budget_percentiles),
+      sampler(config)))
+  if config.in_context_prior == "fitted_wide":
     prior_scale = prior_scale * synthetic.COV_INFLATE
-  return prior_mean, prior_scale
+  if not (np.all(np.isfinite(prior_mean)) and np.isfinite(prior_scale) and prior_scale > 0):
+    raise ValueError(f"the in-context start fitted to the prior is degenerate (mean "
+                     f"{prior_mean}, scale {prior_scale}); use config.in_context_prior='flat'")
+  return np.asarray(prior_mean, np.float32), float(prior_scale)
 
 
 def training_data(config, data_dir: str | None = None,
@@ -249,7 +263,7 @@ def random_score(data: TrainData, key, num_probes: int):
 class Trainer(NamedTuple):
   """One controller's meta-training as pure functions (vmap them over seeds)."""
   agent: Agent
-  init: Callable      # key -> ppo.TrainState
+  init: Callable      # (key, data or None) -> ppo.TrainState; None: the flat start
   update: Callable    # (state, data) -> (state, metrics); one shard's when sharded
   evaluate: Callable  # (params, data) -> (score, valid) per held-out episode, greedy
   train: Callable     # (key, data) -> (state, metrics per update): the whole run
@@ -279,12 +293,12 @@ def make_train(config, axis_name: str | None = None) -> Trainer:
   update = ppo.make_update(config, agent.evaluate, rollout_fn, optimizer, axis_name=axis_name)
 
   def init(key, data: TrainData | None = None) -> ppo.TrainState:
-    """`data`: where the in-context prior comes from (`TrainData.in_context_prior`); None
+    """`data`: where the in-context start comes from (`TrainData.in_context_start`); None
     for the flat start (enough for the parameters' shapes)."""
     key_params, key_train = jax.random.split(key)
     params = agent.init(key_params)
-    if data is not None and data.in_context_prior is not None:
-      params = controller_lib.with_in_context_prior(params, *data.in_context_prior)
+    if data is not None and data.in_context_start is not None:
+      params = controller_lib.with_in_context_prior(params, *data.in_context_start)
     return ppo.TrainState(params=params, opt_state=optimizer.init(params),
                           step=jnp.array(0, jnp.int32), key=key_train)
 
@@ -325,7 +339,7 @@ _MAX_PROGRAMS = 4
 
 class Programs(NamedTuple):
   """The jitted functions of a run (leading axis of states and results: seeds)."""
-  init: Callable           # keys -> states
+  init: Callable           # (keys, data) -> states
   update: Callable         # (states, data) -> (states, metrics), `make_update_fn`
   evaluate: Callable       # (params, data) -> (score, valid) per seed and held-out episode
   params_finite: Callable  # params -> whether each seed's are all finite
@@ -409,7 +423,7 @@ def _train_and_evaluate(config, workdir: str, data_dir: str | None = None,
   config_lib.validate(config)
   data, source = training_data(config, data_dir, proxy_files, proxy_dirs)
   log(f"meta-training data: {source}")
-  resuming = checkpoint.open_run(workdir, config, source, fresh)
+  resuming = checkpoint.open_run(workdir, config, source, fresh, data.in_context_start)
   seeds = checkpoint.seeds_of(config)
   if int(config.num_shards) > 1:
     sharding.check_num_shards(config)

@@ -19,6 +19,7 @@ import numpy as np
 
 from hwnas_jax.benchmark import searchspace
 from hwnas_jax.devices import noise
+from hwnas_jax.metatrain import checkpoint
 from hwnas_jax.metatrain import controller as controller_lib
 from hwnas_jax.metatrain import env
 from hwnas_jax.metatrain import paper
@@ -109,11 +110,17 @@ def load_methods(workdir: str, untrained: bool = False) -> tuple[Any, list[inter
   config, policies = train.load_policies(workdir)
   for seed, params in policies:
     check_finite_params(f"the checkpoint of seed {seed} in {workdir!r}", params)
-  if untrained:  # the start of training, its in-context prior refitted as training fitted it
-    data = (train.training_data(config)[0]
-            if config.get("in_context_prior", "flat") != "flat" else None)
+  if untrained:  # the start of training, its in-context start as training saved it
     init = jax.jit(train.make_train(config).init)
-    policies = [(seed, init(jax.random.key(seed), data).params) for seed, _ in policies]
+    policies = [(seed, init(jax.random.key(seed)).params) for seed, _ in policies]
+    start = checkpoint.read_in_context_start(workdir)
+    if train.fits_in_context_start(config):
+      if start is None:
+        raise ValueError(f"{workdir!r} was trained from a fitted in-context start that it did "
+                         "not keep (a run of an earlier version): retrain it to show its "
+                         "untrained start")
+      policies = [(seed, controller_lib.with_in_context_prior(params, *start))
+                  for seed, params in policies]
   return config, [method_of(config, jax.device_get(params)) for _, params in policies]
 
 
